@@ -1,0 +1,210 @@
+"""The `reflectrm` command.
+
+    reflectrm judge --prompt TEXT --response-1 TEXT --response-2 TEXT [--mode reflect] [--json]
+    reflectrm judge --input pairs.jsonl --output results.jsonl
+    reflectrm models prepare smollm2-135m-instruct
+    reflectrm models list
+
+Bad arguments give a one-line error and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig
+from reflectrm.inference import MODES
+from reflectrm.records import PreferencePair, messages_from
+
+
+class UsageError(Exception):
+    """The user's arguments or input are wrong; the message says how to fix them."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints the usage too)
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="reflectrm", description="Self-reflective generative reward models.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    j = sub.add_parser("judge", help="judge one pair, or a JSONL file of pairs")
+    j.add_argument("--model", default=ModelConfig.name, help="alias, local HF folder or hub id")
+    j.add_argument("--prompt", help="the user prompt (or use --messages)")
+    j.add_argument("--messages", help="the conversation as a JSON list of {role, content}")
+    j.add_argument("--response-1", dest="response_1")
+    j.add_argument("--response-2", dest="response_2")
+    j.add_argument("--input", type=Path, help="JSONL rows with prompt (or messages), response_1, response_2")
+    j.add_argument("--output", type=Path, help="where --input's results go (JSONL)")
+    j.add_argument("--mode", choices=MODES, default=JudgeConfig.mode)
+    j.add_argument("--n", type=_positive_int, default=JudgeConfig.n, help="stage-1 samples")
+    j.add_argument("--max-new-tokens", type=_positive_int, default=JudgeConfig.max_new_tokens)
+    j.add_argument("--temperature", type=float, default=JudgeConfig.temperature)
+    j.add_argument("--seed", type=int, default=JudgeConfig.seed)
+    j.add_argument("--suffix", default=PromptConfig.suffix, help="appended to every prompt, e.g. /no_think")
+    j.add_argument("--batch-size", type=_positive_int, default=8, help="pairs per engine call with --input")
+    j.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code (off by default)")
+    j.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+
+    m = sub.add_parser("models", help="prepare or list the built-in model aliases")
+    msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
+    prep = msub.add_parser("prepare", help="build an alias into the cache ($REFLECTRM_HOME)")
+    prep.add_argument("name")
+    msub.add_parser("list", help="list the aliases and where they are cached")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "judge":
+            return _judge(args)
+        if args.command == "models":
+            return _models(args)
+    except (UsageError, ConfigError, FileNotFoundError, ValueError) as err:
+        print(f"reflectrm {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --------------------------------------------------------------------------- judge
+
+
+def _pair_from_args(args: argparse.Namespace) -> PreferencePair:
+    if (args.prompt is None) == (args.messages is None):
+        raise UsageError("give exactly one of --prompt or --messages (or use --input FILE)")
+    if not args.response_1 or not args.response_2:
+        raise UsageError("--response-1 and --response-2 are required and must not be empty")
+    context: Any = args.prompt
+    if args.messages is not None:
+        try:
+            context = json.loads(args.messages)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"--messages is not valid JSON ({err.msg} at char {err.pos})") from None
+        if not isinstance(context, list):
+            raise UsageError("--messages must be a JSON list of {role, content} objects")
+    if isinstance(context, str) and not context.strip():
+        raise UsageError("--prompt must not be empty")
+    return PreferencePair("", messages_from(context), args.response_1, args.response_2)
+
+
+def read_pairs_jsonl(path: Path) -> list[PreferencePair]:
+    """Rows with `prompt` or `messages`, `response_1`, `response_2` (optional `id`, `label`)."""
+    if not path.is_file():
+        raise UsageError(f"--input {path} does not exist")
+    pairs = []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"{path} line {lineno}: not valid JSON ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise UsageError(f"{path} line {lineno}: expected a JSON object")
+        context = row.get("messages", row.get("prompt"))
+        if context is None or context == "":
+            raise UsageError(f"{path} line {lineno}: needs a non-empty 'prompt' (string) or 'messages' (list)")
+        for field in ("response_1", "response_2"):
+            if not isinstance(row.get(field), str) or not row[field]:
+                raise UsageError(f"{path} line {lineno}: field {field!r} must be a non-empty string")
+        try:
+            messages = messages_from(context)
+        except ValueError as err:
+            raise UsageError(f"{path} line {lineno}: {err}") from None
+        label = row.get("label")
+        pairs.append(
+            PreferencePair(str(row.get("id", lineno)), messages, row["response_1"], row["response_2"], label if label in (1, 2) else None)
+        )
+    if not pairs:
+        raise UsageError(f"{path} holds no rows")
+    return pairs
+
+
+def _judge(args: argparse.Namespace) -> int:
+    if args.input is None and args.output is not None:
+        raise UsageError("--output needs --input")
+    pairs = read_pairs_jsonl(args.input) if args.input else [_pair_from_args(args)]
+    if args.input and args.output is None:
+        raise UsageError("--input needs --output FILE for the results")
+    cfg = JudgeConfig(mode=args.mode, n=args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+
+    from reflectrm.engines import load_engine
+    from reflectrm.inference import Judge
+
+    engine = load_engine(ModelConfig(name=args.model, trust_remote_code=args.trust_remote_code))
+    judge = Judge(engine, cfg, PromptConfig(suffix=args.suffix))
+    if args.input is None:
+        result = judge.judge_one(pairs[0])
+        print(json.dumps(result.to_dict(), indent=2) if args.json else _describe(result.to_dict()))
+        return 0
+
+    from tqdm import tqdm
+
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    counts = {1: 0, 2: 0, None: 0}
+    with open(args.output, "w") as out, tqdm(total=len(pairs), desc=f"judge ({args.mode})", unit="pair") as bar:
+        for start in range(0, len(pairs), args.batch_size):
+            for result in judge.judge(pairs[start : start + args.batch_size]):
+                out.write(json.dumps(result.to_dict()) + "\n")
+                counts[result.preferred] += 1
+                bar.update(1)
+    print(f"{len(pairs)} pairs -> {args.output}: response 1 preferred {counts[1]}, response 2 {counts[2]}, no valid verdict {counts[None]}")
+    return 0
+
+
+def _describe(r: dict[str, Any]) -> str:
+    from reflectrm.report import table
+
+    rows = [
+        [i, j["verdict"], j["valid"], j["confidence"], j["completion_tokens"], "anchor" if i == r["anchor"] else ""]
+        for i, j in enumerate(r["judgments"])
+    ]
+    better = {x["index"]: x["better_than_anchor"] for x in r["reflections"]}
+    for row in rows:
+        row.append(better.get(row[0], ""))
+    lines = [
+        table(["#", "verdict", "valid", "confidence", "tokens", "", "beats anchor"], rows),
+        "",
+        f"mode={r['mode']}  preferred={r['preferred']}  score={r['score']:.3f}  majority={r['majority']}  "
+        f"stage2_skipped={r['stage2_skipped']}  tokens={r['usage']}",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def _models(args: argparse.Namespace) -> int:
+    from reflectrm.models import ALIASES, home, resolve_model
+
+    if args.models_command == "list":
+        for alias in ALIASES:
+            print(alias)
+        print(f"cache: {home() / 'models'}")
+        return 0
+    if args.name not in ALIASES:
+        raise UsageError(f"unknown alias {args.name!r}; aliases: {', '.join(ALIASES)}")
+    print(resolve_model(args.name))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""Typed, frozen configuration: dataclasses loaded from YAML with dotted command-line overrides.
+
+    cfg = load_config(JudgeConfig, "jobs/configs/judge.yaml", ["judge.n=4", "model.name=tiny-random"])
+
+Every job has one YAML file; a variant is a YAML with `base: other.yaml` and the fields it
+changes. Overrides are `dotted.key=value`, the value read as YAML (`n=8` is an int,
+`datasets=[a,b]` a list). Unknown keys and ill-typed values fail at start-up with a message that
+names the key, the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type. The message names the fix."""
+
+
+# --------------------------------------------------------------------------- the shared sections
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """Which model judges, and how it is loaded."""
+
+    name: str = "smollm2-135m-instruct"  # an alias (see reflectrm.models), a local HF folder or a hub id
+    engine: Literal["hf"] = "hf"  # the engine that runs the model (more come behind the same Protocol)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
+    device: str = "auto"  # auto: cuda if available, else cpu
+    trust_remote_code: bool = False  # off unless the user turns it on (security default)
+    max_batch_rows: int = 64  # sequences decoded together by the HF engine (prompts x samples)
+    max_prompt_tokens: int = 4096  # longer prompts are refused with the counts (method.md §3)
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_batch_rows", "max_prompt_tokens")
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptConfig:
+    """Per-model-family prompt settings (method.md §1)."""
+
+    suffix: str = ""  # appended to every user turn, e.g. "/no_think" for Qwen3 (the paper's prompts end with it)
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeConfig:
+    """How one pair is judged (method.md §4). Constants are the paper's unless marked ours."""
+
+    mode: Literal["greedy", "majority", "reflect"] = "reflect"
+    n: int = 8  # §4: stage 1 samples N = 8 judgments
+    temperature: float = 1.0  # §4: stage 1 at temperature 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    confidence_fraction: float = 0.1  # §4: confidence = mean log-prob of the lowest 10% of tokens
+    stage2_temperature: float = 0.0  # paper silent; ours: each reflection is one decision, so greedy
+    stage2_max_new_tokens: int | None = None  # None: the same as max_new_tokens
+    skip_unanimous: bool = True  # ours, exact: unanimous stage-1 verdicts cannot be changed by stage 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "n", "max_new_tokens")
+        if self.stage2_max_new_tokens is not None:
+            _positive(self, "stage2_max_new_tokens")
+        if not 0.0 < self.confidence_fraction <= 1.0:
+            raise ConfigError(f"judge.confidence_fraction={self.confidence_fraction}: must be in (0, 1]")
+        if self.temperature < 0 or self.stage2_temperature < 0:
+            raise ConfigError("judge.temperature and judge.stage2_temperature must be >= 0")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ConfigError(f"judge.top_p={self.top_p}: must be in (0, 1]")
+
+    @property
+    def stage2_tokens(self) -> int:
+        return self.stage2_max_new_tokens or self.max_new_tokens
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{type(obj).__name__}.{name}={value!r}: must be a positive integer")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> T:
+    """Read `path` (YAML, optional `base:` chain), apply dotted overrides, build and validate `cls`."""
+    data: dict[str, Any] = _read_yaml(Path(path)) if path else {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. judge.n=8")
+        _set_dotted(data, key.strip(), _parse_value(raw))
+    return from_dict(cls, data)
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    if path.resolve() in seen:
+        raise ConfigError(f"config {path} includes itself through 'base:'")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping at the top level")
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    merged = _read_yaml(path.parent / base, seen + (path.resolve(),))
+    return _deep_merge(merged, data)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _parse_value(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        return raw
+
+
+def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = data
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {key}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build dataclass `cls` from a mapping, checking every key and type."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise ConfigError(
+            f"unknown config key {prefix}{unknown[0]}; valid keys here: {', '.join(sorted(fields))}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for name, value in data.items():
+        dotted = f"{where}.{name}" if where else name
+        kwargs[name] = _coerce(hints[name], value, dotted)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value or {}, where)
+    if origin is Literal:
+        options = get_args(tp)
+        if value not in options:
+            raise ConfigError(f"{where}={value!r}: valid options are {', '.join(map(str, options))}")
+        return value
+    if origin in (typing.Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}={value!r}: not accepted")
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}={value!r}: expected a list, e.g. [a, b]")
+        (item_tp, *_rest) = get_args(tp) or (Any,)
+        return tuple(_coerce(item_tp, v, f"{where}[{i}]") for i, v in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}={value!r}: expected a mapping")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}={value!r}: expected true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where}={value!r}: expected an integer")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where}={value!r}: expected a number")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{where}={value!r}: expected a string")
+    return value
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The resolved config as plain data (for logs and for saving next to a run's outputs)."""
+    return dataclasses.asdict(cfg)

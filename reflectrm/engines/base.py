@@ -1,0 +1,72 @@
+"""The generation-engine Protocol: the only thing the method knows about a model.
+
+A batch of requests goes in (chat messages + sampling parameters each); for each request, `n`
+completions come out, each with its text, token ids, per-token log-probabilities and why it
+stopped. Each request carries its own parameters, so a server can batch requests that ask for
+different things, and its own seed, so a request's samples do not depend on its batch-mates'.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence, runtime_checkable
+
+from reflectrm.records import Message
+
+STOP_RESULT = "</Result>"  # every judgment ends here: stop decoding instead of rambling on
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 1.0  # 0 means greedy
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int | None = None  # None: not reproducible
+    stop: tuple[str, ...] = (STOP_RESULT,)
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.max_new_tokens < 1:
+            raise ValueError(f"n and max_new_tokens must be >= 1, got n={self.n}, max_new_tokens={self.max_new_tokens}")
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    messages: tuple[Message, ...]
+    params: SamplingParams = field(default_factory=SamplingParams)
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str
+    token_ids: tuple[int, ...]
+    logprobs: tuple[float, ...]  # log-probability of each generated token under the model (temperature 1)
+    finish_reason: Literal["stop", "length"]
+
+
+@dataclass(frozen=True)
+class Generation:
+    prompt_tokens: int
+    completions: tuple[Completion, ...]
+
+
+class PromptTooLongError(ValueError):
+    """A prompt has more tokens than the engine accepts."""
+
+    def __init__(self, tokens: int, limit: int):
+        super().__init__(f"prompt has {tokens} tokens; the limit is {limit}: shorten the conversation or the responses")
+        self.tokens = tokens
+        self.limit = limit
+
+
+@runtime_checkable
+class Engine(Protocol):
+    name: str
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        """One Generation per request, in order, each with `request.params.n` completions."""
+        ...
+
+    def count_tokens(self, messages: tuple[Message, ...]) -> int:
+        """Prompt tokens after the chat template (for limits and usage)."""
+        ...

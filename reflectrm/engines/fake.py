@@ -1,0 +1,43 @@
+"""A scripted engine for unit tests of the method's logic. Never used for a feature itself.
+
+The script is a function `(request, sample_index) -> str | Completion`. A plain string becomes a
+completion whose "tokens" are its whitespace-separated words, each with log-probability -1.0
+unless `logprobs` is given.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+from reflectrm.engines.base import Completion, Generation, GenerationRequest
+from reflectrm.records import Message
+
+Script = Callable[[GenerationRequest, int], "str | Completion"]
+
+
+def completion(text: str, logprobs: Sequence[float] | None = None, finish_reason: str = "stop") -> Completion:
+    words = text.split()
+    lps = tuple(logprobs) if logprobs is not None else tuple(-1.0 for _ in words)
+    return Completion(text, tuple(range(len(lps))), lps, finish_reason)  # type: ignore[arg-type]
+
+
+class FakeEngine:
+    name = "fake"
+
+    def __init__(self, script: Script):
+        self.script = script
+        self.calls: list[list[GenerationRequest]] = []  # every generate() batch, for assertions
+
+    def count_tokens(self, messages: tuple[Message, ...]) -> int:
+        return sum(len(m.content.split()) + 2 for m in messages)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        self.calls.append(list(requests))
+        out = []
+        for req in requests:
+            comps = []
+            for k in range(req.params.n):
+                got = self.script(req, k)
+                comps.append(got if isinstance(got, Completion) else completion(got))
+            out.append(Generation(self.count_tokens(req.messages), tuple(comps)))
+        return out

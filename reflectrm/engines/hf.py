@@ -1,0 +1,252 @@
+"""The Hugging Face engine: batched sampling with a KV cache, written for judge workloads.
+
+Why our own decode loop instead of `model.generate`:
+- prefill once: a prompt with n samples is prefilled ONCE and its KV cache copied n times
+  (`generate(num_return_sequences=n)` prefills it n times). Judge prompts are long and answers
+  short, so the prefill dominates; `prefill_once=False` keeps the naive path for comparison;
+- per-request parameters and seeds: each request has its own n, temperature, top-p, token budget,
+  stop strings and seed, so a server can batch different requests and a request's samples depend
+  only on its own seed;
+- per-token log-probabilities of the chosen tokens under the model (temperature 1), which the
+  confidence measure needs (method.md §4);
+- finished rows leave the batch, so the batch does not keep decoding padding.
+
+Left padding with explicit position ids; fp32 on CPU, bf16 on GPU; `torch.inference_mode`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from reflectrm.config import ModelConfig
+from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError
+from reflectrm.models import load_model, load_tokenizer, resolve_model
+from reflectrm.records import Message
+
+
+def pick_device(device: str = "auto") -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def pick_dtype(dtype: str, device: str) -> torch.dtype:
+    if dtype == "auto":  # never bf16 on these CPUs: 15-40x slower (environment.md)
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, dtype)
+
+
+@dataclass
+class _Row:
+    """One sequence being decoded: sample `sample` of request `req`."""
+
+    req: int
+    sample: int
+    generator: torch.Generator | None
+    ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    finish: str | None = None
+
+
+class HFEngine:
+    name = "hf"
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_rows: int = 64,
+        max_prompt_tokens: int = 4096,
+        prefill_once: bool = True,
+        model_name: str = "",
+    ):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.device = next(model.parameters()).device
+        self.max_batch_rows = max_batch_rows
+        self.max_prompt_tokens = max_prompt_tokens
+        self.prefill_once = prefill_once
+        self.model_name = model_name
+        eos = model.generation_config.eos_token_id if model.generation_config is not None else None
+        eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        if tokenizer.eos_token_id is not None:
+            eos_ids.add(tokenizer.eos_token_id)
+        self.eos_ids = eos_ids
+        self.pad_id = tokenizer.pad_token_id
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, **kwargs: Any) -> HFEngine:
+        path = resolve_model(cfg.name)
+        device = pick_device(cfg.device)
+        tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+        model = load_model(path, pick_dtype(cfg.dtype, device), device, cfg.trust_remote_code)
+        kwargs.setdefault("max_batch_rows", cfg.max_batch_rows)
+        kwargs.setdefault("max_prompt_tokens", cfg.max_prompt_tokens)
+        return cls(model, tokenizer, model_name=cfg.name, **kwargs)
+
+    # ------------------------------------------------------------------ prompts
+
+    def render(self, messages: tuple[Message, ...]) -> str:
+        return self.tokenizer.apply_chat_template(
+            [m.to_dict() for m in messages], tokenize=False, add_generation_prompt=True
+        )
+
+    def encode(self, messages: tuple[Message, ...]) -> list[int]:
+        return self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, messages: tuple[Message, ...]) -> int:
+        return len(self.encode(messages))
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        encoded = []
+        for req in requests:
+            ids = self.encode(req.messages)
+            if len(ids) > self.max_prompt_tokens:
+                raise PromptTooLongError(len(ids), self.max_prompt_tokens)
+            encoded.append(ids)
+        results: list[list[_Row]] = [[] for _ in requests]
+        # Long prompts first, packed into chunks of at most max_batch_rows sequences.
+        order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
+        chunk: list[int] = []
+        rows = 0
+        for i in order:
+            n = requests[i].params.n
+            if chunk and rows + n > self.max_batch_rows:
+                self._run_chunk(chunk, requests, encoded, results)
+                chunk, rows = [], 0
+            chunk.append(i)
+            rows += n
+        if chunk:
+            self._run_chunk(chunk, requests, encoded, results)
+        out = []
+        for i, req in enumerate(requests):
+            comps = tuple(self._completion(r, req) for r in results[i])
+            out.append(Generation(len(encoded[i]), comps))
+        return out
+
+    def _completion(self, row: _Row, req: GenerationRequest) -> Completion:
+        ids = [t for t in row.ids if t not in self.eos_ids]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for stop in req.params.stop:
+            at = text.find(stop)
+            if at >= 0:
+                text = text[: at + len(stop)]
+        return Completion(text, tuple(row.ids), tuple(row.logprobs), row.finish or "length")  # type: ignore[arg-type]
+
+    @torch.inference_mode()
+    def _run_chunk(
+        self, chunk: list[int], requests: Sequence[GenerationRequest], encoded: list[list[int]], results: list[list[_Row]]
+    ) -> None:
+        from transformers import DynamicCache
+
+        dev = self.device
+        # Rows: one per (request, sample).
+        rows: list[_Row] = []
+        for i in chunk:
+            p = requests[i].params
+            for k in range(p.n):
+                gen = None
+                if p.temperature > 0:
+                    gen = torch.Generator(device="cpu")
+                    gen.manual_seed(_sample_seed(p.seed, k))
+                rows.append(_Row(i, k, gen))
+        prompts = [encoded[i] for i in chunk] if self.prefill_once else [encoded[r.req] for r in rows]
+        width = max(len(p) for p in prompts)
+        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(prompts), width), dtype=torch.long)
+        for b, p in enumerate(prompts):
+            input_ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[b, width - len(p) :] = 1
+        input_ids, mask = input_ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
+        logits = out.logits[:, -1, :].float()
+        next_pos = positions[:, -1] + 1
+        if self.prefill_once:  # copy each prompt's cache once per sample instead of recomputing it
+            expand = torch.tensor([chunk.index(r.req) for r in rows], device=dev)
+            cache.batch_select_indices(expand)
+            logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
+
+        params = [requests[r.req].params for r in rows]
+        temps = torch.tensor([p.temperature for p in params], device=dev)
+        top_ps = torch.tensor([p.top_p for p in params], device=dev)
+        active = list(range(len(rows)))  # indices into `rows` of the sequences still in the batch
+        step = 0
+        max_steps = max(p.max_new_tokens for p in params)
+        while active and step < max_steps:
+            tokens = self._choose(logits, [rows[a] for a in active], temps, top_ps)
+            logp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None])[:, 0].tolist()
+            keep = []
+            for j, a in enumerate(active):
+                row, tok = rows[a], int(tokens[j])
+                row.ids.append(tok)
+                row.logprobs.append(logp[j])
+                if tok in self.eos_ids or self._hit_stop(row, params[a].stop):
+                    row.finish = "stop"
+                elif len(row.ids) >= params[a].max_new_tokens:
+                    row.finish = "length"
+                else:
+                    keep.append(j)
+            step += 1
+            if not keep:
+                break
+            if len(keep) < len(active):  # drop finished rows from the batch
+                idx = torch.tensor(keep, device=dev)
+                cache.batch_select_indices(idx)
+                tokens, mask, next_pos, temps, top_ps = tokens[idx], mask[idx], next_pos[idx], temps[idx], top_ps[idx]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, torch.ones((len(active), 1), dtype=mask.dtype, device=dev)], dim=1)
+            out = self.model(
+                input_ids=tokens[:, None],
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logits = out.logits[:, -1, :].float()
+            next_pos = next_pos + 1
+        for r in rows:
+            results[r.req].append(r)
+        for i in chunk:
+            results[i].sort(key=lambda r: r.sample)
+
+    def _choose(self, logits: torch.Tensor, rows: list[_Row], temps: torch.Tensor, top_ps: torch.Tensor) -> torch.Tensor:
+        tokens = logits.argmax(dim=-1)
+        sampling = [j for j, r in enumerate(rows) if r.generator is not None]
+        if not sampling:
+            return tokens
+        idx = torch.tensor(sampling, device=logits.device)
+        probs = torch.softmax(logits[idx] / temps[idx, None], dim=-1)
+        p = top_ps[idx]
+        if bool((p < 1.0).any()):  # nucleus: keep the smallest set of tokens whose mass reaches top_p
+            sorted_p, sorted_i = probs.sort(dim=-1, descending=True)
+            drop = (sorted_p.cumsum(-1) - sorted_p) >= p[:, None]
+            sorted_p = sorted_p.masked_fill(drop, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, sorted_i, sorted_p)
+        probs = probs.cpu()
+        for k, j in enumerate(sampling):  # each row draws from its own generator: batch-independent seeds
+            tokens[j] = int(torch.multinomial(probs[k], 1, generator=rows[j].generator))
+        return tokens
+
+    def _hit_stop(self, row: _Row, stops: tuple[str, ...]) -> bool:
+        if not stops:
+            return False
+        window = max(len(s) for s in stops) + 2
+        tail = self.tokenizer.decode(row.ids[-window:], skip_special_tokens=True)
+        return any(s in tail for s in stops)
+
+
+def _sample_seed(seed: int | None, k: int) -> int:
+    if seed is None:
+        return int.from_bytes(os.urandom(4), "little")
+    return (seed * 1_000_003 + k) & 0x7FFFFFFFFFFF

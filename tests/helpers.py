@@ -1,0 +1,32 @@
+"""Scripted outputs for the fake engine."""
+
+from __future__ import annotations
+
+from reflectrm.engines.fake import completion
+from reflectrm.prompts import render_judgment
+from reflectrm.records import Message, PreferencePair
+
+PAIR = PreferencePair("p1", (Message("user", "Say hi in lowercase."),), "hi", "HI", 1)
+
+
+def judgment(verdict: int, analysis: str = "because", logprobs=None):
+    """A valid stage-1 output with `verdict`; its confidence is set through `logprobs`."""
+    text = render_judgment(analysis, verdict, "response")
+    return completion(text, logprobs if logprobs is not None else [-1.0] * len(text.split()))
+
+
+def critique(better: int):
+    return completion(render_judgment("this critique is sound", better, "critique"))
+
+
+def is_stage2(request) -> bool:
+    return "## Critiques for Judgment" in request.messages[-1].content
+
+
+def shown_candidate_position(request, candidate_analysis: str) -> int:
+    """Where the candidate critique (found by its analysis text) sits in a stage-2 prompt."""
+    text = request.messages[-1].content
+    first = text.index("[Critique 1]")
+    second = text.index("[Critique 2]")
+    at = text.index(candidate_analysis, first)
+    return 1 if at < second else 2

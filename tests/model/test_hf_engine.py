@@ -1,0 +1,106 @@
+"""The Hugging Face engine on the tiny random model: shapes, seeds, prefill-once, stops, limits."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from reflectrm.engines.base import GenerationRequest, PromptTooLongError, SamplingParams
+from reflectrm.prompts import response_prompt
+from reflectrm.records import Message
+from tests.helpers import PAIR
+
+LONG = response_prompt(PAIR)
+SHORT = (Message("user", "hello there"),)
+
+
+def tokens(gen):
+    return [c.token_ids for c in gen.completions]
+
+
+def test_shapes_and_logprobs(tiny_engine):
+    reqs = [GenerationRequest(LONG, SamplingParams(n=3, max_new_tokens=7, seed=1)), GenerationRequest(SHORT, SamplingParams(n=2, max_new_tokens=5, seed=2))]
+    out = tiny_engine.generate(reqs)
+    assert [len(g.completions) for g in out] == [3, 2]
+    assert out[0].prompt_tokens == tiny_engine.count_tokens(LONG) > out[1].prompt_tokens
+    for g, req in zip(out, reqs):
+        for c in g.completions:
+            assert len(c.token_ids) == len(c.logprobs) <= req.params.max_new_tokens
+            assert all(lp <= 0.0 and math.isfinite(lp) for lp in c.logprobs)
+            assert c.finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_prefill_once_equals_naive_path(tiny_engine, temperature):
+    reqs = [GenerationRequest(LONG, SamplingParams(n=4, temperature=temperature, max_new_tokens=12, seed=5)), GenerationRequest(SHORT, SamplingParams(n=2, temperature=temperature, max_new_tokens=12, seed=6))]
+    tiny_engine.prefill_once = True
+    once = tiny_engine.generate(reqs)
+    tiny_engine.prefill_once = False
+    try:
+        naive = tiny_engine.generate(reqs)
+    finally:
+        tiny_engine.prefill_once = True
+    assert [tokens(g) for g in once] == [tokens(g) for g in naive]
+    for a, b in zip(once, naive):
+        for ca, cb in zip(a.completions, b.completions):
+            assert ca.logprobs == pytest.approx(cb.logprobs, abs=1e-4)
+
+
+def test_greedy_matches_transformers_generate(tiny_engine):
+    out = tiny_engine.generate([GenerationRequest(LONG, SamplingParams(n=1, temperature=0.0, max_new_tokens=10, stop=())), GenerationRequest(SHORT, SamplingParams(n=1, temperature=0.0, max_new_tokens=10, stop=()))])
+    for messages, gen in zip([LONG, SHORT], out):
+        ids = torch.tensor([tiny_engine.encode(messages)])
+        ref = tiny_engine.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False)
+        ref_ids = [t for t in ref[0, ids.shape[1]:].tolist()]
+        got = list(gen.completions[0].token_ids)
+        assert got == ref_ids[: len(got)]  # ours may stop at EOS where generate pads
+
+
+def test_seeded_sampling_is_reproducible_and_seed_dependent(tiny_engine):
+    req = lambda seed: [GenerationRequest(LONG, SamplingParams(n=3, temperature=1.0, max_new_tokens=10, seed=seed))]  # noqa: E731
+    a, b, c = (tiny_engine.generate(req(s))[0] for s in (11, 11, 12))
+    assert tokens(a) == tokens(b)
+    assert tokens(a) != tokens(c)
+    assert len(set(tokens(a))) > 1  # samples of one prompt differ from each other
+
+
+def test_stop_string_ends_generation(tiny_engine):
+    free = tiny_engine.generate([GenerationRequest(SHORT, SamplingParams(n=1, temperature=0.0, max_new_tokens=12, stop=()))])[0].completions[0]
+    stop = tiny_engine.tokenizer.decode(list(free.token_ids[2:4]))
+    assert stop.strip(), "the tiny model's greedy output should give a usable stop string"
+    got = tiny_engine.generate([GenerationRequest(SHORT, SamplingParams(n=1, temperature=0.0, max_new_tokens=12, stop=(stop,)))])[0].completions[0]
+    assert got.finish_reason == "stop" and got.text.endswith(stop) and len(got.token_ids) <= 4
+
+
+def test_finished_rows_leave_the_batch_without_changing_others(tiny_engine):
+    alone = tiny_engine.generate([GenerationRequest(LONG, SamplingParams(n=1, temperature=0.0, max_new_tokens=15, stop=()))])[0]
+    mixed = tiny_engine.generate([
+        GenerationRequest(SHORT, SamplingParams(n=2, temperature=0.0, max_new_tokens=3, stop=())),
+        GenerationRequest(LONG, SamplingParams(n=1, temperature=0.0, max_new_tokens=15, stop=())),
+    ])[1]
+    assert tokens(mixed) == tokens(alone)
+
+
+def test_prompt_over_the_limit_is_refused_with_counts(tiny_engine):
+    old = tiny_engine.max_prompt_tokens
+    tiny_engine.max_prompt_tokens = 20
+    try:
+        with pytest.raises(PromptTooLongError) as err:
+            tiny_engine.generate([GenerationRequest(LONG, SamplingParams())])
+    finally:
+        tiny_engine.max_prompt_tokens = old
+    assert err.value.limit == 20 and err.value.tokens > 20 and "limit is 20" in str(err.value)
+
+
+def test_chunking_by_max_batch_rows_gives_the_same_answers(tiny_engine):
+    reqs = [GenerationRequest(LONG, SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=i)) for i in range(4)]
+    big = tiny_engine.generate(reqs)
+    old = tiny_engine.max_batch_rows
+    tiny_engine.max_batch_rows = 4
+    try:
+        small = tiny_engine.generate(reqs)
+    finally:
+        tiny_engine.max_batch_rows = old
+    assert [tokens(g) for g in big] == [tokens(g) for g in small]

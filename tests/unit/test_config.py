@@ -1,0 +1,52 @@
+"""Typed configs: YAML + base + dotted overrides, and errors that name the fix."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, load_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    model: ModelConfig = ModelConfig()
+    judge: JudgeConfig = JudgeConfig()
+    datasets: tuple[str, ...] = ()
+    output: str = "out"
+
+
+def test_yaml_base_and_overrides(tmp_path):
+    (tmp_path / "base.yaml").write_text("judge:\n  n: 4\n  seed: 3\noutput: a\n")
+    (tmp_path / "child.yaml").write_text("base: base.yaml\njudge:\n  n: 6\n")
+    cfg = load_config(Job, tmp_path / "child.yaml", ["judge.temperature=0.5", "datasets=[llmbar:x, pandalm:y]", "model.name=tiny-random"])
+    assert cfg.judge.n == 6 and cfg.judge.seed == 3 and cfg.judge.temperature == 0.5
+    assert cfg.datasets == ("llmbar:x", "pandalm:y") and cfg.output == "a" and cfg.model.name == "tiny-random"
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("judge.nn=3", "unknown config key judge.nn; valid keys here:"),
+        ("judge.mode=vote", "judge.mode='vote': valid options are greedy, majority, reflect"),
+        ("judge.n=many", "expected an integer"),
+        ("judge.n=0", "must be a positive integer"),
+        ("judge.confidence_fraction=2", "must be in (0, 1]"),
+        ("model.trust_remote_code=maybe", "expected true or false"),
+        ("novalue", "expected dotted.key=value"),
+        ("output.x=1", "output={'x': 1}: expected a string"),
+    ],
+)
+def test_bad_values_name_the_problem(override, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(Job, None, [override])
+    assert message in str(err.value)
+
+
+def test_missing_file_and_cycles(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(Job, tmp_path / "nope.yaml")
+    (tmp_path / "a.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ConfigError, match="includes itself"):
+        load_config(Job, tmp_path / "a.yaml")

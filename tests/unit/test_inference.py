@@ -1,0 +1,220 @@
+"""The two-stage method on the scripted engine: every branch of method.md §4."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+
+import pytest
+
+from reflectrm.config import JudgeConfig
+from reflectrm.engines.fake import FakeEngine, completion
+from reflectrm.inference import Judge, Steps, ajudge, confidence, decide, majority_vote, select_anchor
+from reflectrm.records import Judgment, Message, PreferencePair, Reflection
+from tests.helpers import PAIR, critique, is_stage2, judgment, shown_candidate_position
+
+
+def J(verdict, conf=-1.0):
+    return Judgment("t", "a" if verdict else None, verdict, conf, 3, "stop", None if verdict else "bad")
+
+
+def R(index, better):
+    return Reflection(index, 1, better, True, "", 1)
+
+
+# --------------------------------------------------------------------------- pure pieces
+
+
+def test_confidence_is_mean_of_lowest_ten_percent():
+    lps = [-0.1] * 18 + [-2.0, -3.0]  # 20 tokens -> the lowest 2
+    assert confidence(lps) == pytest.approx(-2.5)
+    assert confidence([-0.5, -4.0, -1.0]) == pytest.approx(-4.0)  # at least one token
+    assert confidence([-1.0, -2.0, -3.0, -4.0], fraction=0.5) == pytest.approx(-3.5)
+    assert confidence([]) == -math.inf
+
+
+def test_anchor_is_most_confident_valid_judgment():
+    js = [J(1, -2.0), J(None, -0.1), J(2, -0.5), J(1, -0.5)]
+    assert select_anchor(js) == 2  # the invalid one is more confident but takes no part; tie -> first
+    assert select_anchor([J(None), J(None)]) is None
+
+
+def test_majority_vote_and_its_tie_break():
+    assert majority_vote([J(1), J(2), J(2), J(None)]) == (2, pytest.approx(1 / 3))
+    assert majority_vote([J(1, -3.0), J(2, -0.2)]) == (2, 0.5)  # tie -> the most confident verdict
+    assert majority_vote([J(None), J(None)]) == (None, 0.5)
+
+
+def test_decide_empty_winner_group_falls_back_to_anchor():
+    js = [J(1), J(2), J(2)]
+    assert decide(js, 0, [R(1, False), R(2, False)]) == (1, 1.0)
+
+
+def test_decide_tied_winner_group_adds_anchor():
+    js = [J(2), J(1), J(2), J(1)]
+    assert decide(js, 0, [R(1, True), R(2, True), R(3, False)]) == (2, pytest.approx(1 / 3))
+
+
+def test_decide_winner_group_majority_overrides_anchor():
+    js = [J(1), J(2), J(2), J(1)]
+    verdict, score = decide(js, 0, [R(1, True), R(2, True), R(3, False)])
+    assert (verdict, score) == (2, 0.0)
+
+
+# --------------------------------------------------------------------------- the driver, scripted
+
+
+def scripted(stage1_verdicts, confidences, better_than_anchor, invalid_stage2=()):
+    """Stage 1 sample k: verdict stage1_verdicts[k] (None: broken output), confidence confidences[k].
+    Stage 2 for judgment k: picks the candidate iff better_than_anchor[k]; k in invalid_stage2 -> garbage."""
+
+    def script(request, k):
+        if not is_stage2(request):
+            v = stage1_verdicts[k]
+            if v is None:
+                return completion("I think response one", [confidences[k]] * 4)
+            return judgment(v, f"analysis-{k}", [confidences[k]] * 10)
+        idx = next(i for i in range(len(stage1_verdicts)) if f"analysis-{i}\nVerdict" in request.messages[-1].content and i != anchor_of(confidences, stage1_verdicts))
+        if idx in invalid_stage2:
+            return completion("Critique 1 is better")
+        pos = shown_candidate_position(request, f"analysis-{idx}\nVerdict")
+        return critique(pos if better_than_anchor[idx] else 3 - pos)
+
+    return FakeEngine(script)
+
+
+def anchor_of(confs, verdicts):
+    valid = [i for i, v in enumerate(verdicts) if v is not None]
+    return max(valid, key=lambda i: (confs[i], -i))
+
+
+def test_reflect_winner_group_vote():
+    verdicts = [1, 2, 2, 1, 2]
+    confs = [-0.1, -1.0, -1.0, -1.0, -1.0]  # anchor: judgment 0 (verdict 1)
+    better = {1: True, 2: True, 3: False, 4: False}
+    engine = scripted(verdicts, confs, better)
+    r = Judge(engine, JudgeConfig(n=5)).judge_one(PAIR, "reflect")
+    assert r.anchor == 0
+    assert sorted(x.index for x in r.reflections) == [1, 2, 3, 4]
+    assert {x.index: x.better_than_anchor for x in r.reflections} == better
+    assert r.preferred == 2 and r.score == 0.0  # W = {1, 2}, both verdict 2
+    assert r.majority == 2  # 3 of 5 for response 2
+    assert not r.stage2_skipped
+    assert len(engine.calls) == 2
+
+
+def test_reflect_empty_winner_group_keeps_anchor():
+    verdicts = [2, 1, 1, 1]
+    engine = scripted(verdicts, [-0.1, -1, -1, -1], {1: False, 2: False, 3: False})
+    r = Judge(engine, JudgeConfig(n=4)).judge_one(PAIR, "reflect")
+    assert (r.preferred, r.score, r.majority) == (2, 0.0, 1)
+
+
+def test_reflect_tied_winner_group_adds_anchor():
+    verdicts = [1, 2, 1, 2]
+    engine = scripted(verdicts, [-0.1, -1, -1, -1], {1: True, 2: True, 3: False})
+    r = Judge(engine, JudgeConfig(n=4)).judge_one(PAIR, "reflect")
+    assert (r.preferred, r.score) == (1, pytest.approx(2 / 3))
+
+
+def test_invalid_stage2_answer_counts_as_not_better():
+    verdicts = [1, 2, 2]
+    engine = scripted(verdicts, [-0.1, -1, -1], {1: True, 2: True}, invalid_stage2={1, 2})
+    r = Judge(engine, JudgeConfig(n=3)).judge_one(PAIR, "reflect")
+    assert all(not x.valid and not x.better_than_anchor for x in r.reflections)
+    assert r.preferred == 1  # W empty -> the anchor
+
+
+def test_all_invalid_stage1_gives_no_verdict_and_no_stage2():
+    engine = scripted([None, None, None], [-1, -1, -1], {})
+    r = Judge(engine, JudgeConfig(n=3)).judge_one(PAIR, "reflect")
+    assert r.preferred is None and r.score == 0.5 and r.anchor is None
+    assert r.stage2_skipped and len(engine.calls) == 1
+    assert r.valid_rate == 0.0
+
+
+def test_invalid_judgments_take_no_part_in_stage2():
+    verdicts = [1, None, 2, None, 2]
+    engine = scripted(verdicts, [-0.1, 0.0, -1, 0.0, -1], {2: False, 4: False})
+    r = Judge(engine, JudgeConfig(n=5)).judge_one(PAIR, "reflect")
+    assert r.anchor == 0 and sorted(x.index for x in r.reflections) == [2, 4]
+
+
+def test_unanimity_shortcut_skips_stage2_exactly():
+    verdicts = [2, 2, None, 2]
+    engine = scripted(verdicts, [-1, -0.5, -1, -1], {0: False, 3: False})
+    r = Judge(engine, JudgeConfig(n=4)).judge_one(PAIR, "reflect")
+    assert r.stage2_skipped and r.preferred == 2 and r.reflections == () and len(engine.calls) == 1
+    engine = scripted(verdicts, [-1, -0.5, -1, -1], {0: False, 3: False})
+    r2 = Judge(engine, JudgeConfig(n=4, skip_unanimous=False)).judge_one(PAIR, "reflect")
+    assert not r2.stage2_skipped and len(r2.reflections) == 2 and r2.preferred == r.preferred
+
+
+def test_critique_order_is_random_but_reproducible():
+    verdicts = [1] + [2] * 7
+    positions = {}
+    for seed in range(6):
+        engine = scripted(verdicts, [0.0] + [-1] * 7, {i: False for i in range(8)})
+        r = Judge(engine, JudgeConfig(n=8, seed=seed)).judge_one(PAIR, "reflect")
+        positions[seed] = tuple(x.candidate_position for x in r.reflections)
+        for x, req in zip(r.reflections, engine.calls[1]):  # the recorded position is where it was shown
+            assert shown_candidate_position(req, f"analysis-{x.index}\nVerdict") == x.candidate_position
+    shown = {p for ps in positions.values() for p in ps}
+    assert shown == {1, 2}  # both positions occur
+    assert len(set(positions.values())) > 1  # and the order depends on the seed
+    engine = scripted(verdicts, [0.0] + [-1] * 7, {i: False for i in range(8)})
+    again = Judge(engine, JudgeConfig(n=8, seed=3)).judge_one(PAIR, "reflect")
+    assert tuple(x.candidate_position for x in again.reflections) == positions[3]
+
+
+def test_batch_makes_one_engine_call_per_stage_and_keeps_order():
+    pairs = [PreferencePair(f"p{i}", (Message("user", f"q{i}"),), "a", "b", 1) for i in range(3)]
+    engine = scripted([1, 2, 2], [-0.1, -1, -1], {1: True, 2: False})
+    results = Judge(engine, JudgeConfig(n=3)).judge(pairs, "reflect")
+    assert len(engine.calls) == 2 and len(engine.calls[0]) == 3 and len(engine.calls[1]) == 6
+    assert [r.pair_id for r in results] == ["p0", "p1", "p2"]
+    assert all(r.preferred == 2 for r in results)  # W = {1} with verdict 2
+
+
+def test_greedy_and_majority_requests():
+    engine = FakeEngine(lambda req, k: judgment(1 if k % 3 else 2))
+    judge = Judge(engine, JudgeConfig(n=6, temperature=0.7))
+    g = judge.judge_one(PAIR, "greedy")
+    assert engine.calls[-1][0].params.n == 1 and engine.calls[-1][0].params.temperature == 0.0
+    assert g.preferred == 2 and g.score == 0.0 and len(g.judgments) == 1
+    m = judge.judge_one(PAIR, "majority")
+    assert engine.calls[-1][0].params.n == 6 and engine.calls[-1][0].params.temperature == 0.7
+    assert m.preferred == 1 and m.score == pytest.approx(4 / 6) and m.anchor is None
+
+
+def test_seeds_are_per_pair_and_reproducible():
+    steps = Steps(JudgeConfig(seed=1))
+    other = PreferencePair("p2", PAIR.context, "x", "y", 2)
+    assert steps.begin(PAIR, "reflect").params.seed == steps.begin(PAIR, "reflect").params.seed
+    assert steps.begin(PAIR, "reflect").params.seed != steps.begin(other, "reflect").params.seed
+    assert Steps(JudgeConfig(seed=2)).begin(PAIR, "reflect").params.seed != steps.begin(PAIR, "reflect").params.seed
+    with pytest.raises(ValueError, match="valid modes"):
+        steps.begin(PAIR, "vote")  # type: ignore[arg-type]
+
+
+def test_async_driver_matches_batch_driver():
+    verdicts = [1, 2, 2, 1, 2]
+    confs = [-0.1, -1.0, -1.0, -1.0, -1.0]
+    better = {1: True, 2: False, 3: True, 4: True}
+    sync = Judge(scripted(verdicts, confs, better), JudgeConfig(n=5)).judge_one(PAIR, "reflect")
+    engine = scripted(verdicts, confs, better)
+
+    async def stage(requests):
+        return engine.generate(requests)
+
+    result = asyncio.run(ajudge(Steps(JudgeConfig(n=5)), PAIR, "reflect", stage, stage))
+    assert result == sync
+
+
+def test_trace_serialises_with_the_documented_fields():
+    engine = scripted([1, 2, 2], [-0.1, -1, -1], {1: True, 2: False})
+    d = Judge(engine, JudgeConfig(n=3)).judge_one(PAIR, "reflect").to_dict()
+    assert {"preferred", "mode", "score", "judgments", "anchor", "reflections", "stage2_skipped", "usage"} <= set(d)
+    assert {"analysis", "verdict", "confidence", "valid"} <= set(d["judgments"][0])
+    assert {"index", "better_than_anchor"} <= set(d["reflections"][0])
+    assert d["usage"]["completion_tokens"] > 0 and d["usage"]["prompt_tokens"] > 0
