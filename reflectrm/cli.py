@@ -2,6 +2,8 @@
 
     reflectrm judge --prompt TEXT --response-1 TEXT --response-2 TEXT [--mode reflect] [--json]
     reflectrm judge --input pairs.jsonl --output results.jsonl
+    reflectrm data inspect PATH --format llmbar
+    reflectrm data synth --n 2000 --output synth.parquet
     reflectrm models prepare smollm2-135m-instruct
     reflectrm models list
 
@@ -63,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code (off by default)")
     j.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
 
+    d = sub.add_parser("data", help="inspect a preference file, or write the synthetic set")
+    dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
+    ins = dsub.add_parser("inspect", help="counts, label balance, subsets and token lengths of a file")
+    ins.add_argument("path")
+    ins.add_argument("--format", required=True, help="helpsteer3, chosen-rejected, judgebench, llmbar, mtbench-human, pandalm, canonical")
+    ins.add_argument("--model", default=ModelConfig.name, help="whose tokenizer counts the tokens")
+    ins.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
+    syn = dsub.add_parser("synth", help="write the synthetic verifiable preference set (canonical rows)")
+    syn.add_argument("--n", type=_positive_int, required=True)
+    syn.add_argument("--output", type=Path, required=True, help=".jsonl or .parquet")
+    syn.add_argument("--seed", type=int, default=0)
+
     m = sub.add_parser("models", help="prepare or list the built-in model aliases")
     msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
     prep = msub.add_parser("prepare", help="build an alias into the cache ($REFLECTRM_HOME)")
@@ -78,6 +92,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _judge(args)
         if args.command == "models":
             return _models(args)
+        if args.command == "data":
+            return _data(args)
     except (UsageError, ConfigError, FileNotFoundError, ValueError) as err:
         print(f"reflectrm {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -187,6 +203,43 @@ def _describe(r: dict[str, Any]) -> str:
         f"stage2_skipped={r['stage2_skipped']}  tokens={r['usage']}",
     ]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def _data(args: argparse.Namespace) -> int:
+    from reflectrm.data.loaders import load_pairs, write_pairs
+
+    if args.data_command == "synth":
+        from reflectrm.data.synthetic import synthetic_pairs
+
+        pairs = synthetic_pairs(args.n, seed=args.seed)
+        write_pairs(pairs, args.output)
+        print(f"wrote {len(pairs)} synthetic pairs to {args.output}")
+        return 0
+    pairs, stats = load_pairs(args.format, args.path, on_bad_row=args.on_bad_row)
+    from collections import Counter
+
+    from reflectrm.models import count_chat_tokens, load_tokenizer, resolve_model
+    from reflectrm.prompts import response_prompt
+    from reflectrm.report import table
+
+    tok = load_tokenizer(resolve_model(args.model))
+    count = lambda text: len(tok(text, add_special_tokens=False)["input_ids"])  # noqa: E731
+    prompt_lens = sorted(count_chat_tokens(tok, response_prompt(p)) for p in pairs)
+    resp_lens = sorted(count(r) for p in pairs for r in (p.response_1, p.response_2))
+    labels = Counter(p.label for p in pairs)
+    print(f"{args.path} ({args.format}): {stats.rows_read} rows read, {stats.pairs} pairs, {stats.bad_rows} bad rows skipped, {stats.ties_dropped} ties dropped")
+    print(f"labels: response 1 better {labels[1]}, response 2 better {labels[2]}, unlabelled {labels[None]}")
+    subsets = Counter(p.subset or "-" for p in pairs)
+    print(table(["subset", "pairs"], sorted(subsets.items(), key=lambda kv: -kv[1])[:30]))
+    pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
+    print(table(["tokens", "mean", "p50", "p95", "max"], [
+        ["judge prompt", sum(prompt_lens) / len(prompt_lens), pct(prompt_lens, 0.5), pct(prompt_lens, 0.95), prompt_lens[-1]],
+        ["response", sum(resp_lens) / len(resp_lens), pct(resp_lens, 0.5), pct(resp_lens, 0.95), resp_lens[-1]],
+    ]))
+    return 0
 
 
 # --------------------------------------------------------------------------- models

@@ -246,6 +246,15 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
+def render_chat(tokenizer: Any, messages: Any) -> str:
+    """The prompt text the model sees: its chat template with the assistant turn opened."""
+    return tokenizer.apply_chat_template([m.to_dict() for m in messages], tokenize=False, add_generation_prompt=True)
+
+
+def count_chat_tokens(tokenizer: Any, messages: Any) -> int:
+    return len(tokenizer(render_chat(tokenizer, messages), add_special_tokens=False)["input_ids"])
+
+
 def load_model(path: Path, dtype: Any, device: str, trust_remote_code: bool = False) -> Any:
     from transformers import AutoModelForCausalLM
 

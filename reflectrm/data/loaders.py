@@ -98,16 +98,27 @@ def read_rows(source: str | Path, split: str = "train") -> Iterator[Mapping[str,
 # --------------------------------------------------------------------------- helpers for formats
 
 
-def _text(row: Mapping[str, Any], field: str, coerce: bool = False) -> str:
+def _text(row: Mapping[str, Any], field: str) -> str:
+    """A prompt field: a non-empty string."""
     value = row.get(field)
-    if coerce and value is not None and not isinstance(value, str):
-        value = str(value)  # PandaLM has a few booleans where strings belong
     if not isinstance(value, str) or not value.strip():
         raise _Bad(field, "must be a non-empty string" if field in row else "is missing (expected a non-empty string)")
     return value
 
 
+def _response(row: Mapping[str, Any], field: str, coerce: bool = False) -> str:
+    """A candidate response: any string, empty included (real data has empty model outputs)."""
+    value = row.get(field)
+    if coerce and value is not None and not isinstance(value, str):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _Bad(field, "must be a string" if field in row else "is missing (expected a string)")
+    return value
+
+
 def _conversation(value: Any, field: str) -> tuple[Message, ...]:
+    if value is None:
+        raise _Bad(field, "is missing (expected a string or a list of {role, content} messages)")
     try:
         return messages_from(value)
     except (ValueError, TypeError) as err:
@@ -117,8 +128,6 @@ def _conversation(value: Any, field: str) -> tuple[Message, ...]:
 def _split_dialogue(value: Any, field: str) -> tuple[tuple[Message, ...], str]:
     """A response given as a message list: the last assistant turn is the response, the rest its prompt."""
     if isinstance(value, str):
-        if not value.strip():
-            raise _Bad(field, "must be a non-empty string")
         return (), value
     msgs = _conversation(value, field)
     if msgs[-1].role != "assistant":
@@ -147,7 +156,7 @@ def _helpsteer3(row: Mapping[str, Any], n: int, name: str, seed: int) -> Prefere
         raise _Bad("overall_preference", "must be an integer in -3..3")
     if pref == 0:
         raise _Tie()
-    r1, r2 = _text(row, "response1"), _text(row, "response2")
+    r1, r2 = _response(row, "response1"), _response(row, "response2")
     pid = str(row.get("id", _content_id(name, str(n))))
     # HelpSteer3: negative = response1 is better, positive = response2 is better.
     return PreferencePair(pid, context, r1, r2, 1 if pref < 0 else 2, "helpsteer3", str(row.get("domain", "")), {"overall_preference": pref})
@@ -183,8 +192,8 @@ def _judgebench(row: Mapping[str, Any], n: int, name: str, seed: int) -> Prefere
     return PreferencePair(
         str(row.get("pair_id", n)),
         (Message("user", _text(row, "question")),),
-        _text(row, "response_A"),
-        _text(row, "response_B"),
+        _response(row, "response_A"),
+        _response(row, "response_B"),
         1 if label == "A>B" else 2,
         "judgebench",
         category,
@@ -198,7 +207,7 @@ def _llmbar_like(source_name: str) -> RowFn:
         if label not in (1, 2):
             raise _Bad("label", "must be 1 or 2")
         return PreferencePair(
-            f"{name}:{n}", (Message("user", _text(row, "input")),), _text(row, "output_1"), _text(row, "output_2"), label, source_name, name
+            f"{name}:{n}", (Message("user", _text(row, "input")),), _response(row, "output_1"), _response(row, "output_2"), label, source_name, name
         )
 
     return parse
@@ -212,15 +221,17 @@ def _pandalm(row: Mapping[str, Any], n: int, name: str, seed: int) -> Preference
     ones, twos = votes.count(1), votes.count(2)
     if ones == twos or max(ones, twos) < 2:  # no majority for either response: a tie
         raise _Tie()
-    prompt = _text(row, "instruction")
-    extra = row.get("input")
-    if isinstance(extra, str) and extra.strip():
-        prompt = f"{prompt}\n\n{extra}"
+    parts = [row.get(f) for f in ("instruction", "input")]
+    if not all(isinstance(p, str) or p is None for p in parts):
+        raise _Bad("instruction", "and 'input' must be strings")
+    prompt = "\n\n".join(p.strip() for p in parts if p and p.strip())  # one row has a blank instruction
+    if not prompt:
+        raise _Bad("instruction", "and 'input' are both empty (expected a prompt)")
     return PreferencePair(
         str(row.get("idx", n)),
         (Message("user", prompt),),
-        _text(row, "response1", coerce=True),
-        _text(row, "response2", coerce=True),
+        _response(row, "response1", coerce=True),
+        _response(row, "response2", coerce=True),
         1 if ones > twos else 2,
         "pandalm",
         str(row.get("motivation_app", "")),
@@ -281,3 +292,72 @@ def parse_dataset_spec(spec: str) -> tuple[str, str]:
     if not sep or fmt not in FORMATS:
         raise ValueError(f"dataset {spec!r}: expected FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}")
     return fmt, path
+
+
+# --------------------------------------------------------------------------- the canonical schema
+
+
+def pair_to_row(pair: PreferencePair) -> dict[str, Any]:
+    """The canonical row (JSONL/Parquet) of a pair; `load_pairs("canonical", ...)` reads it back."""
+    return {
+        "id": pair.id,
+        "context": [m.to_dict() for m in pair.context],
+        "response_1": pair.response_1,
+        "response_2": pair.response_2,
+        "label": pair.label,
+        "source": pair.source,
+        "subset": pair.subset,
+        "metadata": json.dumps(dict(pair.metadata), sort_keys=True),
+    }
+
+
+def _canonical(row: Mapping[str, Any], n: int, name: str, seed: int) -> PreferencePair:
+    label = row.get("label")
+    if label not in (1, 2, None):
+        raise _Bad("label", "must be 1, 2 or null")
+    meta = row.get("metadata") or "{}"
+    try:
+        metadata = json.loads(meta) if isinstance(meta, str) else dict(meta)
+    except (json.JSONDecodeError, TypeError, ValueError):
+        raise _Bad("metadata", "must be a JSON object (or its string)") from None
+    return PreferencePair(
+        str(row.get("id", n)),
+        _conversation(row.get("context"), "context"),
+        _response(row, "response_1"),
+        _response(row, "response_2"),
+        label,
+        str(row.get("source", "")),
+        str(row.get("subset", "")),
+        metadata,
+    )
+
+
+FORMATS["canonical"] = _canonical
+
+
+def pair_from_row(row: Mapping[str, Any]) -> PreferencePair:
+    """The inverse of pair_to_row."""
+    return _canonical(row, 0, "", 0)
+
+
+def write_pairs(pairs: list[PreferencePair], path: str | Path) -> None:
+    """Canonical rows to .jsonl or .parquet."""
+    write_rows([pair_to_row(p) for p in pairs], path)
+
+
+def write_rows(rows: list[dict[str, Any]], path: str | Path) -> None:
+    """Rows to .jsonl or .parquet, written to a temporary name and then renamed (never half-written)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    if path.suffix == ".jsonl":
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif path.suffix == ".parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = None if rows else pa.schema([])
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+    else:
+        raise ValueError(f"{path}: write .jsonl or .parquet")
+    tmp.replace(path)

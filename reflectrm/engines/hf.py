@@ -24,7 +24,7 @@ import torch
 
 from reflectrm.config import ModelConfig
 from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError
-from reflectrm.models import load_model, load_tokenizer, resolve_model
+from reflectrm.models import load_model, load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
 
 
@@ -92,9 +92,7 @@ class HFEngine:
     # ------------------------------------------------------------------ prompts
 
     def render(self, messages: tuple[Message, ...]) -> str:
-        return self.tokenizer.apply_chat_template(
-            [m.to_dict() for m in messages], tokenize=False, add_generation_prompt=True
-        )
+        return render_chat(self.tokenizer, messages)
 
     def encode(self, messages: tuple[Message, ...]) -> list[int]:
         return self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"]

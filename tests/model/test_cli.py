@@ -78,3 +78,23 @@ def test_bad_input_rows_name_line_and_field(tmp_path, capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "reflectrm.cli", "models", "list"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "tiny-random" in out.stdout and "smollm2-135m-instruct" in out.stdout
+
+
+def test_data_synth_and_inspect(tmp_path, capsys):
+    out = tmp_path / "synth.jsonl"
+    assert main(["data", "synth", "--n", "40", "--output", str(out)]) == 0
+    assert len(out.read_text().splitlines()) == 40
+    assert main(["data", "inspect", str(out), "--format", "canonical", "--model", "tiny-random"]) == 0
+    printed = capsys.readouterr().out
+    assert "40 pairs" in printed and "labels: response 1 better" in printed
+    assert "judge prompt" in printed and "word_count/" in printed
+    prompt_row = next(line for line in printed.splitlines() if line.startswith("| judge prompt"))
+    assert int(prompt_row.split("|")[3]) > 100  # p50 of real token counts, not a placeholder
+
+
+def test_data_inspect_bad_file_is_one_line(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"input": "q", "output_1": "a", "output_2": "b", "label": 7}\n')
+    assert main(["data", "inspect", str(bad), "--format", "llmbar", "--model", "tiny-random"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "row 1: field 'label' must be 1 or 2" in err and "\n" not in err

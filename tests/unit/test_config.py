@@ -50,3 +50,35 @@ def test_missing_file_and_cycles(tmp_path):
     (tmp_path / "a.yaml").write_text("base: a.yaml\n")
     with pytest.raises(ConfigError, match="includes itself"):
         load_config(Job, tmp_path / "a.yaml")
+
+
+@dataclasses.dataclass(frozen=True)
+class Mix:
+    ratio: str = "4:1"
+    day: str = ""
+    lr: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Checked:
+    x: int = 1
+
+    def __post_init__(self):
+        if self.x > 5:
+            raise ValueError("x must be at most 5")
+
+
+@dataclasses.dataclass(frozen=True)
+class Top:
+    part: Checked = Checked()
+
+
+def test_ratios_and_dates_stay_strings(tmp_path):
+    (tmp_path / "m.yaml").write_text("ratio: 4:1\nday: 2026-11-23\nlr: 1e-6\n")
+    cfg = load_config(Mix, tmp_path / "m.yaml", ["ratio=1:0"])
+    assert (cfg.ratio, cfg.day, cfg.lr) == ("1:0", "2026-11-23", 1e-6)
+
+
+def test_section_validation_errors_become_config_errors():
+    with pytest.raises(ConfigError, match="part: x must be at most 5"):
+        load_config(Top, None, ["part.x=9"])

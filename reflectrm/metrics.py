@@ -1,0 +1,42 @@
+"""Evaluation metrics (method.md §5). Predictions are 1, 2 or None (no valid verdict = wrong).
+
+Positional consistency (the paper's definition): an item counts only if it is judged correctly in
+BOTH orders, i.e. as given and with the responses swapped.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+Pred = int | None
+
+
+def _check(*seqs: Sequence) -> int:
+    lengths = {len(s) for s in seqs}
+    if len(lengths) != 1:
+        raise ValueError(f"metric inputs differ in length: {sorted(lengths)}")
+    return lengths.pop()
+
+
+def accuracy(preds: Sequence[Pred], labels: Sequence[int]) -> float:
+    n = _check(preds, labels)
+    return sum(p == y for p, y in zip(preds, labels)) / n if n else 0.0
+
+
+def consistency(preds: Sequence[Pred], preds_swapped: Sequence[Pred], labels: Sequence[int]) -> float:
+    """Share of items correct as given AND correct with the responses swapped (gold flips too)."""
+    n = _check(preds, preds_swapped, labels)
+    return sum(p == y and q == 3 - y for p, q, y in zip(preds, preds_swapped, labels)) / n if n else 0.0
+
+
+def flip_rate(preds: Sequence[Pred], preds_swapped: Sequence[Pred]) -> float:
+    """Share of items, among those with a verdict in both orders, whose preferred RESPONSE changes
+    when the order changes (a position-driven judge flips on every item)."""
+    _check(preds, preds_swapped)
+    both = [(p, q) for p, q in zip(preds, preds_swapped) if p is not None and q is not None]
+    return sum(q != 3 - p for p, q in both) / len(both) if both else 0.0
+
+
+def invalid_rate(*pred_lists: Sequence[Pred]) -> float:
+    preds = [p for preds in pred_lists for p in preds]
+    return sum(p is None for p in preds) / len(preds) if preds else 0.0

@@ -1,0 +1,38 @@
+"""jobs.build_data on real Ray Data with the tiny model: outputs, counts, and resume."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from jobs.build_data import main
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+SMOKE = ["--config", "jobs/configs/build_data_smoke.yaml"]
+
+
+def read(path):
+    return pq.read_table(path).to_pylist()
+
+
+def test_build_data_end_to_end_and_resume(ray_local, tmp_path, capsys):
+    out = tmp_path / "build"
+    first = main(SMOKE + [f"output={out}", "data.limit=10", "mix.ratio=1:0"])
+    assert first["items"] == 10
+    second = main(SMOKE + [f"output={out}", "mix.ratio=1:0"])  # resume: only the 14 new pairs are judged
+    printed = capsys.readouterr().out
+    assert "10 already judged, 14 to go" in printed and "pairs judged" in printed
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats == second
+    assert stats["items"] == 24 and stats["judgments"] == 24 * 4 and stats["prompt_template"].startswith("reflectrm-prompts")
+    assert stats["easy_dropped"] + stats["preference_available"] == 24
+    ids = [r["id"] for part in sorted((out / "judgments").glob("part-*.parquet")) for r in read(part)]
+    assert len(ids) == len(set(ids)) == 24  # every pair judged exactly once across both runs
+    pref, refl, mix = (read(out / f"{n}.parquet") for n in ("pref", "refl", "mix"))
+    assert len(pref) == stats["preference_available"] and len(refl) == stats["reflection_available"]
+    assert len(mix) == stats["mix"] == stats["preference"]  # ratio 1:0 -> preference items only
+    third = main(SMOKE + [f"output={out}", "mix.ratio=1:0"])  # nothing left to do
+    assert "24 already judged, 0 to go" in capsys.readouterr().out
+    assert {k: v for k, v in third.items() if k != "sampling_seconds"} == {k: v for k, v in stats.items() if k != "sampling_seconds"}
