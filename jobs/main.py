@@ -62,6 +62,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "config": to_dict(cfg),
         "results": {"greedy": [x.to_dict() for x in greedy], "reflect": [x.to_dict() for x in reflect]},
     }
+    print("('-' = no valid verdict: the model's output did not follow the <Analysis>/<Result> format)")
     print(f"\ncorrect of {len(EXAMPLES)}: {summary['correct']}   seconds: {summary['seconds']}")
     out = Path(cfg.output)
     out.mkdir(parents=True, exist_ok=True)

@@ -36,3 +36,40 @@ def test_build_data_end_to_end_and_resume(ray_local, tmp_path, capsys):
     third = main(SMOKE + [f"output={out}", "mix.ratio=1:0"])  # nothing left to do
     assert "24 already judged, 0 to go" in capsys.readouterr().out
     assert {k: v for k, v in third.items() if k != "sampling_seconds"} == {k: v for k, v in stats.items() if k != "sampling_seconds"}
+
+
+def test_killed_run_resumes_without_duplicates(ray_local, tmp_path, capsys):
+    """Kill the job (SIGKILL) after its first batch is written, re-run it: every pair is judged exactly
+    once and the final counts equal those of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    args = SMOKE + ["mix.ratio=1:0", "ray.batch_size=2", "sampling.max_new_tokens=48"]
+    out = tmp_path / "killed"
+    address = ray_local.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobs.build_data", *args, f"output={out}", f"ray.address={address}"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+    )
+    deadline = time.time() + 240
+    try:
+        while time.time() < deadline and proc.poll() is None and not list((out / "judgments").glob("part-*.parquet")):
+            time.sleep(0.1)
+        assert proc.poll() is None, "the job finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    written = len({r["id"] for part in (out / "judgments").glob("part-*.parquet") for r in read(part)})
+    assert 0 < written < 24 and not (out / "stats.json").exists()
+
+    resumed = main(args + [f"output={out}"])
+    assert f"{written} already judged, {24 - written} to go" in capsys.readouterr().out
+    ids = [r["id"] for part in (out / "judgments").glob("part-*.parquet") for r in read(part)]
+    assert len(ids) == len(set(ids)) == 24
+    clean = main(args + [f"output={tmp_path / 'clean'}"])
+    drop = {"sampling_seconds"}
+    assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in clean.items() if k not in drop}
+    assert read(out / "mix.parquet") == read(tmp_path / "clean" / "mix.parquet")
