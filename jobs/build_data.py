@@ -15,7 +15,7 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 from jobs.common import parse_job_config
 from jobs.ray_setup import RayConfig, init_ray, set_threads
@@ -31,7 +31,7 @@ class DataConfig:
     format: str = "synthetic"  # a loader format, or synthetic
     path: str = "2000"  # file / hub id; for synthetic: how many pairs
     limit: int | None = None  # at most this many pairs
-    on_bad_row: str = "error"  # error | skip
+    on_bad_row: Literal["error", "skip"] = "error"  # skip: count bad rows instead of stopping
 
 
 @dataclasses.dataclass(frozen=True)

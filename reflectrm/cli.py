@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig
+from reflectrm.data.loaders import FORMATS
 from reflectrm.inference import MODES
 from reflectrm.records import PreferencePair, messages_from
 
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     j.add_argument("--messages", help="the conversation as a JSON list of {role, content}")
     j.add_argument("--response-1", dest="response_1")
     j.add_argument("--response-2", dest="response_2")
-    j.add_argument("--input", type=Path, help="JSONL rows with prompt (or messages), response_1, response_2")
+    j.add_argument("--input", type=Path, help="JSONL/JSON/Parquet rows with prompt (or messages), response_1, response_2")
     j.add_argument("--output", type=Path, help="where --input's results go (JSONL)")
     j.add_argument("--mode", choices=MODES, default=JudgeConfig.mode)
     j.add_argument("--n", type=_positive_int, default=JudgeConfig.n, help="stage-1 samples")
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     ins = dsub.add_parser("inspect", help="counts, label balance, subsets and token lengths of a file")
     ins.add_argument("path")
-    ins.add_argument("--format", required=True, help="helpsteer3, chosen-rejected, judgebench, llmbar, mtbench-human, pandalm, canonical")
+    ins.add_argument("--format", required=True, choices=sorted(FORMATS), help="the file's format")
     ins.add_argument("--model", default=ModelConfig.name, help="whose tokenizer counts the tokens")
     ins.add_argument("--on-bad-row", choices=("error", "skip"), default="error")
     syn = dsub.add_parser("synth", help="write the synthetic verifiable preference set (canonical rows)")
@@ -121,45 +122,17 @@ def _pair_from_args(args: argparse.Namespace) -> PreferencePair:
     return PreferencePair("", messages_from(context), args.response_1, args.response_2)
 
 
-def read_pairs_jsonl(path: Path) -> list[PreferencePair]:
-    """Rows with `prompt` or `messages`, `response_1`, `response_2` (optional `id`, `label`)."""
-    if not path.is_file():
-        raise UsageError(f"--input {path} does not exist")
-    pairs = []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UsageError(f"{path} line {lineno}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise UsageError(f"{path} line {lineno}: expected a JSON object")
-        context = row.get("messages", row.get("prompt"))
-        if context is None or context == "":
-            raise UsageError(f"{path} line {lineno}: needs a non-empty 'prompt' (string) or 'messages' (list)")
-        for field in ("response_1", "response_2"):
-            if not isinstance(row.get(field), str) or not row[field]:
-                raise UsageError(f"{path} line {lineno}: field {field!r} must be a non-empty string")
-        try:
-            messages = messages_from(context)
-        except ValueError as err:
-            raise UsageError(f"{path} line {lineno}: {err}") from None
-        label = row.get("label")
-        pairs.append(
-            PreferencePair(str(row.get("id", lineno)), messages, row["response_1"], row["response_2"], label if label in (1, 2) else None)
-        )
-    if not pairs:
-        raise UsageError(f"{path} holds no rows")
-    return pairs
-
-
 def _judge(args: argparse.Namespace) -> int:
     if args.input is None and args.output is not None:
         raise UsageError("--output needs --input")
-    pairs = read_pairs_jsonl(args.input) if args.input else [_pair_from_args(args)]
     if args.input and args.output is None:
         raise UsageError("--input needs --output FILE for the results")
+    if args.input:
+        from reflectrm.data.loaders import load_pairs
+
+        pairs, _ = load_pairs("judge-input", args.input)
+    else:
+        pairs = [_pair_from_args(args)]
     cfg = JudgeConfig(mode=args.mode, n=args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
 
     from reflectrm.engines import load_engine

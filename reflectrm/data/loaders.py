@@ -335,6 +335,20 @@ def _canonical(row: Mapping[str, Any], n: int, name: str, seed: int) -> Preferen
 FORMATS["canonical"] = _canonical
 
 
+def _judge_input(row: Mapping[str, Any], n: int, name: str, seed: int) -> PreferencePair:
+    """`reflectrm judge --input` rows: prompt (string) or messages (list), response_1, response_2,
+    optional id and label."""
+    has_messages = row.get("messages") is not None
+    context = _conversation(row.get("messages"), "messages") if has_messages else (Message("user", _text(row, "prompt")),)
+    label = row.get("label")
+    if label not in (1, 2, None):
+        raise _Bad("label", "must be 1, 2 or absent")
+    return PreferencePair(str(row.get("id", n)), context, _response(row, "response_1"), _response(row, "response_2"), label)
+
+
+FORMATS["judge-input"] = _judge_input
+
+
 def pair_from_row(row: Mapping[str, Any]) -> PreferencePair:
     """The inverse of pair_to_row."""
     return _canonical(row, 0, "", 0)

@@ -32,12 +32,13 @@ from reflectrm.records import Message, PreferencePair
 
 def sample_and_grade(engine: Engine, pairs: Sequence[PreferencePair], cfg: JudgeConfig, prompt_cfg: PromptConfig = PromptConfig()) -> list[dict[str, Any]]:
     """N judgments per pair in one engine call, each graded against the gold label."""
+    unlabelled = [p.id for p in pairs if p.label not in (1, 2)]
+    if unlabelled:
+        raise ValueError(f"pair {unlabelled[0]} has no gold label: the reflection builder needs labelled data")
     steps = Steps(cfg, prompt_cfg)
     gens = engine.generate([steps.begin(p, "majority", cfg.n) for p in pairs])
     rows = []
     for pair, gen in zip(pairs, gens):
-        if pair.label not in (1, 2):
-            raise ValueError(f"pair {pair.id} has no gold label: the reflection builder needs labelled data")
         judgments = [to_judgment(c, cfg.confidence_fraction) for c in gen.completions]
         graded = [
             {"analysis": j.analysis, "verdict": j.verdict, "valid": j.valid, "correct": j.verdict == pair.label, "confidence": j.confidence, "tokens": j.completion_tokens}

@@ -43,6 +43,7 @@ def test_judge_file_of_pairs(tmp_path, capsys):
         (["--messages", '[{"role": "robot", "content": "x"}]', "--response-1", "a", "--response-2", "b"], "role 'robot'"),
         (["--prompt", " ", "--response-1", "a", "--response-2", "b"], "--prompt must not be empty"),
         (["--input", "/nonexistent.jsonl", "--output", "x"], "does not exist"),
+        (["--input", "/nonexistent.jsonl"], "--input needs --output"),
         (["--prompt", "q", "--response-1", "a", "--response-2", "b", "--output", "x"], "--output needs --input"),
     ],
 )
@@ -72,7 +73,7 @@ def test_bad_input_rows_name_line_and_field(tmp_path, capsys):
     src = tmp_path / "bad.jsonl"
     src.write_text(json.dumps({"prompt": "q", "response_1": "a", "response_2": "b"}) + "\n" + json.dumps({"prompt": "q", "response_1": "a"}))
     assert main(["judge", "--input", str(src), "--output", str(tmp_path / "o.jsonl")]) == 2
-    assert "line 2: field 'response_2' must be a non-empty string" in capsys.readouterr().err
+    assert "row 2: field 'response_2' is missing" in capsys.readouterr().err
 
 
 def test_console_script_is_installed():
