@@ -231,10 +231,10 @@ class HFEngine:
             drop = (sorted_p.cumsum(-1) - sorted_p) >= p[:, None]
             sorted_p = sorted_p.masked_fill(drop, 0.0)
             probs = torch.zeros_like(probs).scatter(-1, sorted_i, sorted_p)
-        probs = probs.cpu()
+        probs, chosen = probs.cpu(), tokens.cpu()
         for k, j in enumerate(sampling):  # each row draws from its own generator: batch-independent seeds
-            tokens[j] = int(torch.multinomial(probs[k], 1, generator=rows[j].generator))
-        return tokens
+            chosen[j] = int(torch.multinomial(probs[k], 1, generator=rows[j].generator))
+        return chosen.to(logits.device)
 
     def _hit_stop(self, row: _Row, stops: tuple[str, ...]) -> bool:
         if not stops:
