@@ -9,6 +9,8 @@ Why our own decode loop instead of `model.generate`:
   only on its own seed;
 - per-token log-probabilities of the chosen tokens under the model (temperature 1), which the
   confidence measure needs (method.md §4);
+- shared prefixes: prompts of one call that share a long prefix (the 7 reflection prompts of a
+  pair share the conversation and both responses) prefill it once, then each its own suffix;
 - finished rows leave the batch, so the batch does not keep decoding padding.
 
 Left padding with explicit position ids; fp32 on CPU, bf16 on GPU; `torch.inference_mode`.
@@ -63,6 +65,8 @@ class HFEngine:
         max_batch_rows: int = 64,
         max_prompt_tokens: int = 4096,
         prefill_once: bool = True,
+        share_prefix: bool = True,
+        min_shared_prefix: int = 64,
         model_name: str = "",
     ):
         self.model = model
@@ -71,6 +75,8 @@ class HFEngine:
         self.max_batch_rows = max_batch_rows
         self.max_prompt_tokens = max_prompt_tokens
         self.prefill_once = prefill_once
+        self.share_prefix = share_prefix  # prompts sharing >= min_shared_prefix tokens prefill that prefix once
+        self.min_shared_prefix = min_shared_prefix
         self.model_name = model_name
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
@@ -110,8 +116,11 @@ class HFEngine:
                 raise PromptTooLongError(len(ids), self.max_prompt_tokens)
             encoded.append(ids)
         results: list[list[_Row]] = [[] for _ in requests]
-        # Long prompts first, packed into chunks of at most max_batch_rows sequences.
-        order = sorted(range(len(requests)), key=lambda i: -len(encoded[i]))
+        # Prompts that share a long prefix stay together (so the prefix is prefilled once per chunk);
+        # long groups first; packed into chunks of at most max_batch_rows sequences.
+        groups = prefix_groups(encoded, self.min_shared_prefix) if self.share_prefix else [[i] for i in range(len(encoded))]
+        groups.sort(key=lambda g: -max(len(encoded[i]) for i in g))
+        order = [i for g in groups for i in g]
         chunk: list[int] = []
         rows = 0
         for i in order:
@@ -156,20 +165,12 @@ class HFEngine:
                     gen.manual_seed(_sample_seed(p.seed, k))
                 rows.append(_Row(i, k, gen))
         prompts = [encoded[i] for i in chunk] if self.prefill_once else [encoded[r.req] for r in rows]
-        width = max(len(p) for p in prompts)
-        input_ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(prompts), width), dtype=torch.long)
-        for b, p in enumerate(prompts):
-            input_ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
-            mask[b, width - len(p) :] = 1
-        input_ids, mask = input_ids.to(dev), mask.to(dev)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=input_ids, attention_mask=mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
-        )
-        logits = out.logits[:, -1, :].float()
-        next_pos = positions[:, -1] + 1
+        groups = prefix_groups(prompts, self.min_shared_prefix) if self.prefill_once and self.share_prefix else []
+        if any(len(g) > 1 for g in groups):
+            logits, mask, next_pos = self._prefill_shared(prompts, groups, cache)
+        else:
+            logits, mask, next_pos = self._prefill(prompts, cache, start=None)
         if self.prefill_once:  # copy each prompt's cache once per sample instead of recomputing it
             expand = torch.tensor([chunk.index(r.req) for r in rows], device=dev)
             cache.batch_select_indices(expand)
@@ -218,6 +219,39 @@ class HFEngine:
         for i in chunk:
             results[i].sort(key=lambda r: r.sample)
 
+    def _prefill(self, seqs: list[list[int]], cache: Any, start: torch.Tensor | None, past_mask: torch.Tensor | None = None):
+        """Left-padded prefill of `seqs` into `cache` (after `past_mask` columns when extending a cache).
+        `start` is each row's first position (0 for a fresh prompt). Returns last logits, mask, next positions."""
+        dev = self.device
+        width = max(len(p) for p in seqs)
+        input_ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for b, p in enumerate(seqs):
+            input_ids[b, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[b, width - len(p) :] = 1
+        input_ids, mask = input_ids.to(dev), mask.to(dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        if start is not None:
+            positions = positions + start[:, None]
+        full_mask = mask if past_mask is None else torch.cat([past_mask, mask], dim=1)
+        out = self.model(
+            input_ids=input_ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+        )
+        return out.logits[:, -1, :].float(), full_mask, positions[:, -1] + 1
+
+    def _prefill_shared(self, prompts: list[list[int]], groups: list[list[int]], cache: Any):
+        """Prefill each group's shared prefix once, copy its cache to the group's members, then
+        prefill each member's own suffix on top (stage 2's prompts of a pair share ~all of stage 1's)."""
+        dev = self.device
+        shared = [shared_prefix_length([prompts[i] for i in g]) if len(g) > 1 else len(prompts[g[0]]) - 1 for g in groups]
+        _, group_mask, _ = self._prefill([prompts[g[0]][:n] for g, n in zip(groups, shared)], cache, start=None)
+        member_group = {i: k for k, g in enumerate(groups) for i in g}
+        idx = torch.tensor([member_group[i] for i in range(len(prompts))], device=dev)
+        cache.batch_select_indices(idx)
+        start = torch.tensor([shared[member_group[i]] for i in range(len(prompts))], device=dev)
+        suffixes = [prompts[i][shared[member_group[i]] :] for i in range(len(prompts))]
+        return self._prefill(suffixes, cache, start=start, past_mask=group_mask[idx])
+
     def _choose(self, logits: torch.Tensor, rows: list[_Row], temps: torch.Tensor, top_ps: torch.Tensor) -> torch.Tensor:
         tokens = logits.argmax(dim=-1)
         sampling = [j for j, r in enumerate(rows) if r.generator is not None]
@@ -242,6 +276,28 @@ class HFEngine:
         window = max(len(s) for s in stops) + 2
         tail = self.tokenizer.decode(row.ids[-window:], skip_special_tokens=True)
         return any(s in tail for s in stops)
+
+
+def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
+    """Length of the common prefix of all `seqs`, leaving each at least one token of its own."""
+    first, limit = seqs[0], min(len(x) for x in seqs) - 1
+    n = 0
+    while n < limit and all(x[n] == first[n] for x in seqs):
+        n += 1
+    return n
+
+
+def prefix_groups(seqs: Sequence[Sequence[int]], min_shared: int) -> list[list[int]]:
+    """Indices of `seqs` grouped so that each group shares a prefix of at least `min_shared` tokens
+    (neighbours in sorted order; a prompt with no such neighbour is a group of one)."""
+    order = sorted(range(len(seqs)), key=lambda i: seqs[i])
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and shared_prefix_length([seqs[j] for j in groups[-1]] + [seqs[i]]) >= min_shared:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def _sample_seed(seed: int | None, k: int) -> int:

@@ -104,3 +104,27 @@ def test_chunking_by_max_batch_rows_gives_the_same_answers(tiny_engine):
     finally:
         tiny_engine.max_batch_rows = old
     assert [tokens(g) for g in big] == [tokens(g) for g in small]
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_shared_prefix_prefill_equals_separate_prefill(tiny_engine, temperature):
+    from reflectrm.engines.hf import prefix_groups
+    from reflectrm.prompts import reflection_prompt
+
+    reflections = [reflection_prompt(PAIR, (f"critique {k} says one thing", 1), ("the anchor says another", 2)) for k in range(5)]
+    reqs = [GenerationRequest(m, SamplingParams(n=1 + k % 2, temperature=temperature, max_new_tokens=10, seed=k)) for k, m in enumerate(reflections)]
+    reqs.append(GenerationRequest(SHORT, SamplingParams(n=2, temperature=temperature, max_new_tokens=10, seed=9)))
+    encoded = [tiny_engine.encode(r.messages) for r in reqs]
+    assert sorted(len(g) for g in prefix_groups(encoded, tiny_engine.min_shared_prefix)) == [1, 5]  # the grouping fires
+    tiny_engine.share_prefix = True
+    shared = tiny_engine.generate(reqs)
+    tiny_engine.share_prefix = False
+    try:
+        separate = tiny_engine.generate(reqs)
+    finally:
+        tiny_engine.share_prefix = True
+    assert [tokens(g) for g in shared] == [tokens(g) for g in separate]
+    for a, b in zip(shared, separate):
+        assert a.prompt_tokens == b.prompt_tokens
+        for ca, cb in zip(a.completions, b.completions):
+            assert ca.logprobs == pytest.approx(cb.logprobs, abs=1e-4)
