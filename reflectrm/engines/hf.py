@@ -151,8 +151,6 @@ class HFEngine:
     def _run_chunk(
         self, chunk: list[int], requests: Sequence[GenerationRequest], encoded: list[list[int]], results: list[list[_Row]]
     ) -> None:
-        from transformers import DynamicCache
-
         dev = self.device
         # Rows: one per (request, sample).
         rows: list[_Row] = []
@@ -165,7 +163,7 @@ class HFEngine:
                     gen.manual_seed(_sample_seed(p.seed, k))
                 rows.append(_Row(i, k, gen))
         prompts = [encoded[i] for i in chunk] if self.prefill_once else [encoded[r.req] for r in rows]
-        cache = DynamicCache(config=self.model.config)
+        cache = _growing_cache(self.model.config)
         groups = prefix_groups(prompts, self.min_shared_prefix) if self.prefill_once and self.share_prefix else []
         if any(len(g) > 1 for g in groups):
             logits, mask, next_pos = self._prefill_shared(prompts, groups, cache)
@@ -276,6 +274,47 @@ class HFEngine:
         window = max(len(s) for s in stops) + 2
         tail = self.tokenizer.decode(row.ids[-window:], skip_special_tokens=True)
         return any(s in tail for s in stops)
+
+
+def _growing_cache(config: Any) -> Any:
+    """A DynamicCache whose full-attention layers write into preallocated buffers that grow by
+    doubling. transformers' DynamicLayer concatenates its whole KV cache at every decoded token
+    (py-spy: 23% of a judge workload's time on 2 CPUs); this writes only the new token."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
+            if not self.is_initialized:
+                self.lazy_initialization(key_states, value_states)
+                self.length, self.kbuf, self.vbuf = 0, None, None
+            end = self.length + key_states.shape[-2]
+            if self.kbuf is None or end > self.kbuf.shape[-2]:
+                capacity = max(end + 64, 2 * (0 if self.kbuf is None else self.kbuf.shape[-2]))
+                kbuf = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))
+                vbuf = value_states.new_empty((*value_states.shape[:-2], capacity, value_states.shape[-1]))
+                if self.length:
+                    kbuf[..., : self.length, :] = self.kbuf[..., : self.length, :]
+                    vbuf[..., : self.length, :] = self.vbuf[..., : self.length, :]
+                self.kbuf, self.vbuf = kbuf, vbuf
+            self.kbuf[..., self.length : end, :] = key_states
+            self.vbuf[..., self.length : end, :] = value_states
+            self.length = end
+            self.keys, self.values = self.kbuf[..., :end, :], self.vbuf[..., :end, :]
+            return self.keys, self.values
+
+        def batch_select_indices(self, indices: torch.Tensor) -> None:
+            if self.is_initialized and self.length:
+                self.kbuf, self.vbuf = self.kbuf[indices, ...], self.vbuf[indices, ...]
+                self.keys, self.values = self.kbuf[..., : self.length, :], self.vbuf[..., : self.length, :]
+
+        def batch_repeat_interleave(self, repeats: int) -> None:
+            self.batch_select_indices(torch.arange(self.kbuf.shape[0], device=self.kbuf.device).repeat_interleave(repeats))
+
+    cache = DynamicCache(config=config)
+    if all(type(layer) is DynamicLayer for layer in cache.layers):  # full attention only; others keep the default
+        cache.layers = [GrowingLayer() for _ in cache.layers]
+    return cache
 
 
 def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
