@@ -14,14 +14,13 @@ import json
 import os
 import tempfile
 import time
-from pathlib import Path
 
+from benchmarks.common import RESULTS, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
 from reflectrm.data.reflection import sample_and_grade
 from reflectrm.data.synthetic import synthetic_pairs
 from reflectrm.engines import load_engine
 
-OUT = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -31,7 +30,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--output", default=str(OUT / "build_data_overhead.json"))
+    ap.add_argument("--output", default=str(RESULTS / "build_data_overhead.json"))
     args = ap.parse_args()
     cfg = JudgeConfig(mode="majority", n=args.n, max_new_tokens=args.max_new_tokens)
     pairs = synthetic_pairs(args.pairs)
@@ -63,8 +62,7 @@ def main() -> None:
         "same_tokens": plain_tokens == stats["completion_tokens"],
     }
     print(json.dumps(report, indent=2))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2))
+    write_report(report, args.output)
 
 
 if __name__ == "__main__":

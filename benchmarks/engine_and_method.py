@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.common import RESULTS, SHARED, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
 from reflectrm.data.loaders import load_pairs
 from reflectrm.engines.hf import HFEngine
@@ -30,8 +31,6 @@ from reflectrm.inference import Judge, Steps
 from reflectrm.prompts import reflection_prompt
 from reflectrm.engines.base import GenerationRequest, SamplingParams
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-OUT = Path(__file__).resolve().parent / "results"
 
 
 def timed(fn):
@@ -46,7 +45,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=16)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=128)
-    ap.add_argument("--output", default=str(OUT / "engine_and_method.json"))
+    ap.add_argument("--output", default=str(RESULTS / "engine_and_method.json"))
     ap.add_argument("--sections", default="prefill,reflect,stage2", help="which sections to run (others keep their last JSON)")
     ap.add_argument("--side-by-side-pairs", type=int, default=2, help="stage 2 with and without shared-prefix prefill on this many pairs")
     args = ap.parse_args()
@@ -92,7 +91,7 @@ def main() -> None:
         }
         print("reflect_vs_majority", report["reflect_vs_majority"], flush=True)
     if "stage2" not in sections:
-        out.write_text(json.dumps(report, indent=2))
+        write_report(report, out)
         return
 
     # 3. stage 2 at its worst: every pair gets N-1 reflection calls (verdicts forced to split)
@@ -131,9 +130,7 @@ def main() -> None:
     }
     print("stage2_worst_case", report["stage2_worst_case"], flush=True)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2))
-    print(f"wrote {out}")
+    write_report(report, out)
 
 
 if __name__ == "__main__":

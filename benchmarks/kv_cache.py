@@ -13,17 +13,15 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from pathlib import Path
 
 from transformers import DynamicCache
 
 import reflectrm.engines.hf as hf
+from benchmarks.common import RESULTS, SHARED, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
 from reflectrm.data.loaders import load_pairs
 from reflectrm.inference import Judge
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-OUT = Path(__file__).resolve().parent / "results"
 
 
 def main() -> None:
@@ -32,7 +30,7 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--output", default=str(OUT / "kv_cache.json"))
+    ap.add_argument("--output", default=str(RESULTS / "kv_cache.json"))
     args = ap.parse_args()
     pairs, _ = load_pairs("llmbar", SHARED / "llmbar" / "natural.json", limit=args.pairs)
     engine = hf.HFEngine.from_config(ModelConfig(name=args.model))
@@ -56,8 +54,7 @@ def main() -> None:
         "identical_outputs": texts["growing"] == texts["dynamic"] == texts["growing_again"],
     }
     print(json.dumps(report, indent=2))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2))
+    write_report(report, args.output)
 
 
 if __name__ == "__main__":

@@ -170,7 +170,8 @@ class HFEngine:
         else:
             logits, mask, next_pos = self._prefill(prompts, cache, start=None)
         if self.prefill_once:  # copy each prompt's cache once per sample instead of recomputing it
-            expand = torch.tensor([chunk.index(r.req) for r in rows], device=dev)
+            position = {req: b for b, req in enumerate(chunk)}
+            expand = torch.tensor([position[r.req] for r in rows], device=dev)
             cache.batch_select_indices(expand)
             logits, mask, next_pos = logits[expand], mask[expand], next_pos[expand]
 

@@ -32,20 +32,26 @@ def test_shapes_and_logprobs(tiny_engine):
             assert c.finish_reason in ("stop", "length")
 
 
+def assert_same_outputs(engine, reqs, attr, other_value):
+    """Generating with engine.<attr> at its default and at `other_value` gives the same completions."""
+    default = getattr(engine, attr)
+    first = engine.generate(reqs)
+    setattr(engine, attr, other_value)
+    try:
+        second = engine.generate(reqs)
+    finally:
+        setattr(engine, attr, default)
+    assert [tokens(g) for g in first] == [tokens(g) for g in second]
+    for a, b in zip(first, second):
+        assert a.prompt_tokens == b.prompt_tokens
+        for ca, cb in zip(a.completions, b.completions):
+            assert ca.logprobs == pytest.approx(cb.logprobs, abs=1e-4)
+
+
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_prefill_once_equals_naive_path(tiny_engine, temperature):
     reqs = [GenerationRequest(LONG, SamplingParams(n=4, temperature=temperature, max_new_tokens=12, seed=5)), GenerationRequest(SHORT, SamplingParams(n=2, temperature=temperature, max_new_tokens=12, seed=6))]
-    tiny_engine.prefill_once = True
-    once = tiny_engine.generate(reqs)
-    tiny_engine.prefill_once = False
-    try:
-        naive = tiny_engine.generate(reqs)
-    finally:
-        tiny_engine.prefill_once = True
-    assert [tokens(g) for g in once] == [tokens(g) for g in naive]
-    for a, b in zip(once, naive):
-        for ca, cb in zip(a.completions, b.completions):
-            assert ca.logprobs == pytest.approx(cb.logprobs, abs=1e-4)
+    assert_same_outputs(tiny_engine, reqs, "prefill_once", False)
 
 
 def test_greedy_matches_transformers_generate(tiny_engine):
@@ -96,14 +102,7 @@ def test_prompt_over_the_limit_is_refused_with_counts(tiny_engine):
 
 def test_chunking_by_max_batch_rows_gives_the_same_answers(tiny_engine):
     reqs = [GenerationRequest(LONG, SamplingParams(n=3, temperature=1.0, max_new_tokens=6, seed=i)) for i in range(4)]
-    big = tiny_engine.generate(reqs)
-    old = tiny_engine.max_batch_rows
-    tiny_engine.max_batch_rows = 4
-    try:
-        small = tiny_engine.generate(reqs)
-    finally:
-        tiny_engine.max_batch_rows = old
-    assert [tokens(g) for g in big] == [tokens(g) for g in small]
+    assert_same_outputs(tiny_engine, reqs, "max_batch_rows", 4)
 
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
@@ -116,15 +115,4 @@ def test_shared_prefix_prefill_equals_separate_prefill(tiny_engine, temperature)
     reqs.append(GenerationRequest(SHORT, SamplingParams(n=2, temperature=temperature, max_new_tokens=10, seed=9)))
     encoded = [tiny_engine.encode(r.messages) for r in reqs]
     assert sorted(len(g) for g in prefix_groups(encoded, tiny_engine.min_shared_prefix)) == [1, 5]  # the grouping fires
-    tiny_engine.share_prefix = True
-    shared = tiny_engine.generate(reqs)
-    tiny_engine.share_prefix = False
-    try:
-        separate = tiny_engine.generate(reqs)
-    finally:
-        tiny_engine.share_prefix = True
-    assert [tokens(g) for g in shared] == [tokens(g) for g in separate]
-    for a, b in zip(shared, separate):
-        assert a.prompt_tokens == b.prompt_tokens
-        for ca, cb in zip(a.completions, b.completions):
-            assert ca.logprobs == pytest.approx(cb.logprobs, abs=1e-4)
+    assert_same_outputs(tiny_engine, reqs, "share_prefix", False)
