@@ -50,7 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         stats = build([
             "--config", "jobs/configs/build_data.yaml", f"model.name={args.model}", f"data.path={args.pairs}",
-            f"sampling.n={args.n}", f"sampling.max_new_tokens={args.max_new_tokens}", f"ray.batch_size={args.batch_size}",
+            f"sampling.n={args.n}", f"sampling.max_new_tokens={args.max_new_tokens}", f"pool.batch_size={args.batch_size}",
             "ray.num_cpus=2", f"output={tmp}",
         ])
     ray_s = stats["sampling_seconds"]

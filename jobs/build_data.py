@@ -15,23 +15,15 @@ import dataclasses
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
-from jobs.common import parse_job_config
-from jobs.ray_setup import RayConfig, init_ray, set_threads
+from jobs.common import DataConfig, parse_job_config
+from jobs.ray_setup import PoolConfig, RayConfig, init_ray, set_threads
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, to_dict
 from reflectrm.data.loaders import pair_from_row, pair_to_row, write_rows
 from reflectrm.data.reflection import PartStore, build_sets, load_source, parse_ratio, sample_and_grade
 from reflectrm.prompts import TEMPLATE_VERSION
 from reflectrm.report import table
-
-
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    format: str = "synthetic"  # a loader format, or synthetic
-    path: str = "2000"  # file / hub id; for synthetic: how many pairs
-    limit: int | None = None  # at most this many pairs
-    on_bad_row: Literal["error", "skip"] = "error"  # skip: count bad rows instead of stopping
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +42,7 @@ class BuildDataConfig:
     sampling: JudgeConfig = JudgeConfig(mode="majority")  # n, temperature, max_new_tokens, seed
     mix: MixConfig = MixConfig()
     ray: RayConfig = RayConfig()
+    pool: PoolConfig = PoolConfig()
     output: str = "runs/build_data"
 
 
@@ -89,11 +82,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         ds = ray.data.from_items([{"pair": json.dumps(pair_to_row(p))} for p in todo])
         ds = ds.map_batches(
             Sampler,
-            fn_constructor_kwargs={"model": cfg.model, "sampling": cfg.sampling, "prompt": cfg.prompt, "threads": cfg.ray.threads_per_actor},
-            batch_size=cfg.ray.batch_size,
-            compute=ray.data.ActorPoolStrategy(size=cfg.ray.actors),
-            num_cpus=cfg.ray.cpus_per_actor,
-            num_gpus=cfg.ray.gpus_per_actor,
+            fn_constructor_kwargs={"model": cfg.model, "sampling": cfg.sampling, "prompt": cfg.prompt, "threads": cfg.pool.threads},
+            **cfg.pool.map_batches_kwargs(),
         )
         with tqdm(total=len(todo), desc="judged", unit="pair") as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="pandas"):

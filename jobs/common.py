@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
-from typing import Sequence, TypeVar
+from typing import Literal, Sequence, TypeVar
 
 from reflectrm.config import ConfigError, load_config
 
@@ -21,3 +22,13 @@ def parse_job_config(cls: type[T], argv: Sequence[str] | None, description: str)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """A job's input pairs."""
+
+    format: str = "synthetic"  # a loader format (reflectrm.data.loaders.FORMATS), or synthetic
+    path: str = "2000"  # file / hub id; for synthetic: how many pairs
+    limit: int | None = None  # at most this many pairs
+    on_bad_row: Literal["error", "skip"] = "error"  # skip: count bad rows instead of stopping

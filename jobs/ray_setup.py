@@ -1,28 +1,50 @@
-"""Ray set-up shared by the jobs: join a cluster when one is given, else start an embedded one."""
+"""Ray set-up shared by the jobs: where Ray runs (RayConfig) and the shape of an engine actor pool (PoolConfig)."""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+from typing import Any
 
 
 @dataclasses.dataclass(frozen=True)
 class RayConfig:
-    """Where the job runs and how its Ray Data actor pool is shaped."""
+    """Where the job runs."""
 
     address: str | None = None  # None: $RAY_ADDRESS (set by `ray job submit`) or a new embedded local Ray
     num_cpus: int | None = None  # logical CPUs of an embedded local Ray (None: all cores)
-    actors: int = 1  # engine actors in the pool (each loads the model once)
-    cpus_per_actor: float = 1.0
-    gpus_per_actor: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PoolConfig:
+    """A Ray Data actor pool whose actors each hold one engine (the model is loaded once per actor)."""
+
+    actors: int = 1
+    cpus: float = 1.0  # per actor; fractions let two pools share a 2-core machine
+    gpus: float = 0.0  # per actor; e.g. 1 on a GPU cluster, 0.5 to pack two actors on a GPU
     batch_size: int = 8  # pairs per actor call (one engine call of batch_size x N sequences)
-    threads_per_actor: int | None = None  # torch CPU threads in each actor (None: all cores of its node;
+    threads: int | None = None  # torch CPU threads in each actor (None: all cores of its node;
     # Ray would otherwise pin OMP_NUM_THREADS to the actor's CPU count, e.g. 1)
+
+    def __post_init__(self) -> None:
+        if self.actors < 1 or self.batch_size < 1 or self.cpus < 0 or self.gpus < 0:
+            raise ValueError(f"pool: actors and batch_size must be >= 1 and cpus/gpus >= 0, got {self}")
+
+    def map_batches_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of `Dataset.map_batches` for an actor class run on this pool."""
+        import ray
+
+        return {
+            "batch_size": self.batch_size,
+            "compute": ray.data.ActorPoolStrategy(size=self.actors),
+            "num_cpus": self.cpus,
+            "num_gpus": self.gpus,
+        }
 
 
 def set_threads(threads: int | None) -> None:
-    """Inside an actor: use the configured CPU threads for torch (see RayConfig.threads_per_actor)."""
+    """Inside an actor: use the configured CPU threads for torch (see PoolConfig.threads)."""
     import torch
 
     torch.set_num_threads(threads or os.cpu_count() or 1)

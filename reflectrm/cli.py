@@ -6,6 +6,7 @@
     reflectrm data synth --n 2000 --output synth.parquet
     reflectrm models prepare smollm2-135m-instruct
     reflectrm models list
+    reflectrm serve --model smollm2-135m-instruct [--host 127.0.0.1] [--port 8000]
 
 Bad arguments give a one-line error and exit code 2.
 """
@@ -13,6 +14,7 @@ Bad arguments give a one-line error and exit code 2.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from pathlib import Path
@@ -83,6 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep = msub.add_parser("prepare", help="build an alias into the cache ($REFLECTRM_HOME)")
     prep.add_argument("name")
     msub.add_parser("list", help="list the aliases and where they are cached")
+
+    s = sub.add_parser("serve", help="the HTTP judge service on a local Ray (serve/app.py); Ctrl-C stops it")
+    s.add_argument("--model", default=ModelConfig.name, help="alias, local HF folder or hub id")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    s.add_argument("--port", type=_positive_int, default=8000)
+    s.add_argument("--num-cpus", type=_positive_int, default=None, help="logical CPUs of the local Ray")
+    s.add_argument("--n", type=_positive_int, default=JudgeConfig.n, help="default stage-1 samples per request")
+    s.add_argument("--max-new-tokens", type=_positive_int, default=JudgeConfig.max_new_tokens, help="default per request")
+    s.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code (off by default)")
     return parser
 
 
@@ -95,6 +106,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _models(args)
         if args.command == "data":
             return _data(args)
+        if args.command == "serve":
+            # The one hand-off from the library's CLI to the app layer, by name: the library itself never imports Ray.
+            importlib.import_module("serve.cli").run(
+                args.model, args.host, args.port, args.num_cpus, trust_remote_code=args.trust_remote_code,
+                judge={"n": args.n, "max_new_tokens": args.max_new_tokens},
+            )
+            return 0
     except (UsageError, ConfigError, FileNotFoundError, ValueError) as err:
         print(f"reflectrm {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -4,7 +4,7 @@
 
 Every job has one YAML file; a variant is a YAML with `base: other.yaml` and the fields it
 changes. Overrides are `dotted.key=value`, the value read as YAML (`n=8` is an int,
-`datasets=[a,b]` a list). Unknown keys and ill-typed values fail at start-up with a message that
+`datasets=[a,b]` a list); `model=NAME` is short for `model.name=NAME`. Unknown keys and ill-typed values fail at start-up with a message that
 names the key, the bad value and what is accepted.
 """
 
@@ -100,8 +100,19 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.
         key, sep, raw = item.partition("=")
         if not sep or not key:
             raise ConfigError(f"override {item!r}: expected dotted.key=value, e.g. judge.n=8")
-        _set_dotted(data, key.strip(), _parse_value(raw))
+        key, value = key.strip(), _parse_value(raw)
+        _set_dotted(data, _named_section(cls, key, value), value)
     return from_dict(cls, data)
+
+
+def _named_section(cls: type, key: str, value: Any) -> str:
+    """`model=tiny-random` is short for `model.name=tiny-random` (a top-level section with a name)."""
+    if "." in key or not isinstance(value, str) or not dataclasses.is_dataclass(cls):
+        return key
+    tp = typing.get_type_hints(cls).get(key)
+    if dataclasses.is_dataclass(tp) and "name" in {f.name for f in dataclasses.fields(tp)}:
+        return f"{key}.name"
+    return key
 
 
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

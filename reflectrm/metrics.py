@@ -6,7 +6,7 @@ BOTH orders, i.e. as given and with the responses swapped.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 Pred = int | None
 
@@ -40,3 +40,28 @@ def flip_rate(preds: Sequence[Pred], preds_swapped: Sequence[Pred]) -> float:
 def invalid_rate(*pred_lists: Sequence[Pred]) -> float:
     preds = [p for preds in pred_lists for p in preds]
     return sum(p is None for p in preds) / len(preds) if preds else 0.0
+
+
+def section_weighted(per_subset: Mapping[str, tuple[float, int]], sections: Mapping[str, Sequence[str]] | None = None) -> float | None:
+    """RewardBench-v1-style weighting: a section's score is the mean of its subsets' scores weighted
+    by their item counts; the result is the plain mean over the sections that have items.
+
+    `per_subset`: subset -> (score, items). `sections`: section -> subsets; "*" stands for every
+    subset no other section names. Default: every subset is its own section (a macro average).
+    A subset that no section covers is an error (it would silently not count).
+    """
+    if not per_subset:
+        return None
+    if not sections:
+        sections = {s: [s] for s in per_subset}
+    named = {s for subs in sections.values() for s in subs if s != "*"}
+    rest = [s for s in per_subset if s not in named]
+    if rest and not any("*" in subs for subs in sections.values()):
+        raise ValueError(f"subsets {sorted(rest)} are in no section: add them to one, or add '*' to a section")
+    scores = []
+    for subs in sections.values():
+        members = [s for s in subs if s != "*" and s in per_subset] + (rest if "*" in subs else [])
+        count = sum(per_subset[s][1] for s in members)
+        if count:
+            scores.append(sum(per_subset[s][0] * per_subset[s][1] for s in members) / count)
+    return sum(scores) / len(scores) if scores else None

@@ -47,7 +47,7 @@ def test_killed_run_resumes_without_duplicates(ray_local, tmp_path, capsys):
     import sys
     import time
 
-    args = SMOKE + ["mix.ratio=1:0", "ray.batch_size=2", "sampling.max_new_tokens=48"]
+    args = SMOKE + ["mix.ratio=1:0", "pool.batch_size=2", "sampling.max_new_tokens=48"]
     out = tmp_path / "killed"
     address = ray_local.get_runtime_context().gcs_address
     proc = subprocess.Popen(

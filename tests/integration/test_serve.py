@@ -1,0 +1,266 @@
+"""The Serve app over real HTTP on tiny-random: every endpoint, the trainers' protocols, bad input, load, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+
+import httpx
+import pytest
+
+from reflectrm.models import load_tokenizer, render_chat, resolve_model
+from reflectrm.records import Message
+
+pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
+ARGS = {"model": "tiny-random", "judge": {"n": 3, "max_new_tokens": 8, "seed": 0}, "max_n": 4, "max_new_tokens_cap": 64,
+        "max_prompt_tokens": 600, "stage1": {"max_batch_size": 16, "threads": 1}, "stage2": {"max_batch_size": 16, "threads": 1}}
+JUDGE_FIELDS = {"id", "preferred", "mode", "score", "majority", "judgments", "anchor", "reflections", "stage2_skipped", "usage"}
+OK = {"prompt": "Say hi.", "response_1": "hi", "response_2": "HELLO THERE"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deploy(ray_local, args=ARGS):
+    from ray import serve
+
+    from serve.app import build_app
+
+    serve.run(build_app(args), name="reflectrm", route_prefix="/")
+
+
+@pytest.fixture(scope="module")
+def url(ray_local):
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    deploy(ray_local)
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+
+
+def post(url, path, body, **kw):
+    return httpx.post(url + path, json=body, timeout=120, **kw)
+
+
+# --------------------------------------------------------------------------- endpoints
+
+
+def test_health_models_and_openapi(url):
+    assert httpx.get(url + "/healthz").json() == {"status": "ok", "model": "tiny-random"}
+    assert httpx.get(url + "/v1/models").json()["data"][0]["id"] == "tiny-random"
+    paths = httpx.get(url + "/openapi.json").json()["paths"]
+    assert {"/v1/judge", "/get_reward", "/v1/chat/completions", "/healthz", "/v1/models"} <= set(paths)
+
+
+def test_judge_returns_the_cli_json_with_a_request_id(url):
+    r = post(url, "/v1/judge", {**OK, "mode": "reflect", "n": 2, "max_new_tokens": 6, "seed": 7}, headers={"X-Request-ID": "abc123"})
+    assert r.status_code == 200 and r.headers["x-request-id"] == "abc123"
+    body = r.json()
+    assert JUDGE_FIELDS <= set(body) and body["request_id"] == "abc123" and body["mode"] == "reflect"
+    assert len(body["judgments"]) == 2 and all(j["completion_tokens"] <= 6 for j in body["judgments"])
+    again = post(url, "/v1/judge", {**OK, "mode": "reflect", "n": 2, "max_new_tokens": 6, "seed": 7}).json()
+    assert [j["text"] for j in again["judgments"]] == [j["text"] for j in body["judgments"]]  # seeded: reproducible
+    greedy = post(url, "/v1/judge", {**OK, "mode": "greedy"}).json()
+    assert len(greedy["judgments"]) == 1 and greedy["anchor"] is None and greedy["request_id"]
+
+
+def test_judge_messages_and_swap(url):
+    body = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}],
+            "response_1": "hi", "response_2": "bye", "mode": "majority", "swap": True}
+    out = post(url, "/v1/judge", body).json()
+    assert JUDGE_FIELDS <= set(out["swapped"]) and isinstance(out["consistent"], bool)
+    assert out["consistent"] == (out["preferred"] is not None and out["swapped"]["preferred"] == 3 - out["preferred"])
+
+
+def openrlhf_query(prompt: str, response: str) -> tuple[str, str]:
+    """What OpenRLHF 0.11 sends: the templated prompt, and prompt + response + end-of-turn token."""
+    tok = load_tokenizer(resolve_model("tiny-random"))
+    templated = render_chat(tok, (Message("user", prompt),))
+    return templated, templated + response + tok.eos_token
+
+
+def test_get_reward_openrlhf_protocol(url):
+    prompt, query = openrlhf_query("What is 2 + 2?", "4")
+    r = post(url, "/get_reward", {"query": [query], "prompts": [prompt], "labels": ["The answer is 4."]})
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"rewards", "scores", "extra_logs"} and len(body["scores"]) == 1
+    assert 0.0 <= body["scores"][0] <= 1.0 and body["rewards"][0] == pytest.approx(2 * body["scores"][0] - 1)
+    assert all(isinstance(v, list) and len(v) == 1 for v in body["extra_logs"].values()) and body["extra_logs"]["no_reference"] == [0.0]
+    # several samples at once; labels as an object, missing, and a malformed sample: only those get 0.5 / 0.0 and a flag
+    many = post(url, "/get_reward", {"query": [query, query, 42, query], "prompts": [prompt] * 4,
+                                     "labels": [{"reference": "4"}, None, "4", {"other": 1}]}).json()
+    assert many["scores"][1:] == [0.5, 0.5, 0.5] and many["rewards"][1:] == [0.0, 0.0, 0.0]
+    assert many["extra_logs"]["no_reference"] == [0.0, 1.0, 0.0, 1.0] and many["extra_logs"]["error"] == [0.0, 0.0, 1.0, 0.0]
+    assert post(url, "/get_reward", {"query": [], "prompts": [], "labels": []}).json() == {"rewards": [], "scores": [], "extra_logs": {}}
+
+
+def test_get_reward_one_sample_per_request_many_at_once(url):
+    prompt, query = openrlhf_query("Name a colour.", "Blue.")
+
+    async def go():
+        async with httpx.AsyncClient(timeout=120) as client:
+            reqs = [client.post(url + "/get_reward", json={"query": [query], "prompts": [prompt], "labels": [f"Red {i}."]}) for i in range(12)]
+            return await asyncio.gather(*reqs)
+
+    responses = asyncio.run(go())
+    assert [r.status_code for r in responses] == [200] * 12
+    assert all(len(r.json()["rewards"]) == 1 for r in responses)
+
+
+def test_openai_client_chat_completions(url):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=url + "/v1", api_key="unused")
+    out = client.chat.completions.create(model="tiny-random", messages=[{"role": "user", "content": "Hello"}], max_tokens=5, temperature=0, n=2)
+    assert len(out.choices) == 2 and isinstance(out.choices[0].message.content, str) and out.choices[0].message.role == "assistant"
+    assert out.choices[0].finish_reason in ("stop", "length") and 0 < out.usage.completion_tokens <= 10
+    assert out.choices[0].message.content == out.choices[1].message.content  # temperature 0: greedy, both the same
+
+
+def test_trainer_integrations_call_the_service(url, monkeypatch):
+    from reflectrm.integrations import trl, verl
+
+    monkeypatch.setenv("REFLECTRM_URL", url)
+    got = verl.compute_score("gsm8k", "4", "The answer is 4.", {"prompt": "What is 2 + 2?"})
+    assert -1.0 <= got["score"] <= 1.0 and got["score"] == pytest.approx(2 * got["prob_better"] - 1)
+    rewards = trl.reward_func(["What is 2 + 2?", [{"role": "user", "content": "Hi"}]], ["4", [{"role": "assistant", "content": "Hello"}]],
+                              reference=["4", None])
+    assert len(rewards) == 2 and -1.0 <= rewards[0] <= 1.0 and rewards[1] is None
+    with pytest.raises(ValueError, match="extra_info.prompt"):
+        verl.compute_score("gsm8k", "4", "4", {})
+
+
+# --------------------------------------------------------------------------- bad input: 4xx with a JSON body, service alive
+
+LONG = "word " * 2000
+BAD = [
+    ("judge", "not json", 400, "body"),
+    ("judge", "[1, 2]", 422, "body"),
+    ("judge", "null", 422, "body"),
+    ("judge", {}, 422, "response_1"),
+    ("judge", {"prompt": "q", "response_1": "a"}, 422, "response_2"),
+    ("judge", {"response_1": "a", "response_2": "b"}, 422, "prompt"),
+    ("judge", {**OK, "messages": [{"role": "user", "content": "q"}]}, 422, "prompt"),
+    ("judge", {**OK, "prompt": ""}, 422, "prompt"),
+    ("judge", {**OK, "prompt": "   "}, 422, "prompt"),
+    ("judge", {**OK, "response_1": ""}, 422, "response_1"),
+    ("judge", {**OK, "response_2": " "}, 422, "response_2"),
+    ("judge", {**OK, "prompt": 5}, 422, "prompt"),
+    ("judge", {**OK, "response_1": ["a"]}, 422, "response_1"),
+    ("judge", {**OK, "mode": "best"}, 422, "mode"),
+    ("judge", {**OK, "n": 0}, 422, "n"),
+    ("judge", {**OK, "n": 99}, 422, "n"),
+    ("judge", {**OK, "n": "4"}, 422, "n"),
+    ("judge", {**OK, "n": 2.5}, 422, "n"),
+    ("judge", {**OK, "max_new_tokens": 0}, 422, "max_new_tokens"),
+    ("judge", {**OK, "max_new_tokens": 100000}, 422, "max_new_tokens"),
+    ("judge", {**OK, "seed": "x"}, 422, "seed"),
+    ("judge", {**OK, "swap": "yes"}, 422, "swap"),
+    ("judge", {**OK, "extra": 1}, 422, "extra"),
+    ("judge", {**OK, "prompt": LONG}, 413, "prompt"),
+    ("judge", {"messages": [], "response_1": "a", "response_2": "b"}, 422, "messages"),
+    ("judge", {"messages": [{"role": "user"}], "response_1": "a", "response_2": "b"}, 422, "messages.0.content"),
+    ("judge", {"messages": [{"role": "robot", "content": "q"}], "response_1": "a", "response_2": "b"}, 422, "messages.0.role"),
+    ("judge", {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "response_1": "a", "response_2": "b"}, 422, "messages"),
+    ("judge", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "response_1": "a", "response_2": "b"}, 422, "messages.0.content"),
+    ("reward", "{bad", 400, "body"),
+    ("reward", {}, 422, "query"),
+    ("reward", {"query": "text"}, 422, "query"),
+    ("reward", {"query": ["a", "b"], "prompts": ["a"]}, 422, "prompts"),
+    ("reward", {"query": ["a"], "labels": "x"}, 422, "labels"),
+    ("reward", [1], 422, "body"),
+    ("chat", {}, 422, "messages"),
+    ("chat", {"messages": []}, 422, "messages"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "stream": True}, 400, "stream"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "temperature": 5}, 422, "temperature"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "n": 50}, 422, "n"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 422, "max_tokens"),
+    ("chat", {"messages": [{"role": "user", "content": LONG}]}, 413, "messages"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "top_p": 0}, 422, "top_p"),
+]
+PATHS = {"judge": "/v1/judge", "reward": "/get_reward", "chat": "/v1/chat/completions"}
+
+
+def test_bad_input_gets_4xx_json_naming_the_field_and_the_fix(url):
+    assert len(BAD) >= 30
+    failures = []
+    for endpoint, body, status, field in BAD:
+        content = body if isinstance(body, str) else json.dumps(body)
+        r = httpx.post(url + PATHS[endpoint], content=content, headers={"Content-Type": "application/json"}, timeout=60)
+        err = r.json().get("error", {}) if r.headers.get("content-type", "").startswith("application/json") else {}
+        if r.status_code != status or err.get("field") != field or not err.get("fix") or not err.get("message") or "request_id" not in r.json():
+            failures.append((endpoint, str(body)[:60], r.status_code, r.text[:200]))
+    assert failures == []
+    too_long = httpx.post(url + "/v1/judge", json={**OK, "prompt": LONG}).json()["error"]
+    assert too_long["limit"] == 600 and too_long["prompt_tokens"] > 600
+    assert httpx.get(url + "/healthz").status_code == 200
+
+
+# --------------------------------------------------------------------------- load and faults
+
+
+def test_32_concurrent_requests_are_all_answered(url):
+    async def go():
+        async with httpx.AsyncClient(timeout=180) as client:
+            return await asyncio.gather(*(client.post(url + "/v1/judge", json={**OK, "prompt": f"Say hi {i}."}) for i in range(32)))
+
+    responses = asyncio.run(go())
+    assert [r.status_code for r in responses] == [200] * 32
+    assert len({r.json()["request_id"] for r in responses}) == 32
+
+
+def test_a_killed_replica_is_replaced_and_later_requests_succeed(url, ray_local):
+    import ray
+
+    def stage1_replicas():
+        return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve" and "Stage1" in a["name"]]
+
+    victims = stage1_replicas()
+    assert victims, "no Stage1 replica found"
+
+    async def load():
+        async with httpx.AsyncClient(timeout=180) as client:
+            return await asyncio.gather(*(client.post(url + "/v1/judge", json={**OK, "prompt": f"Load {i}."}) for i in range(16)), return_exceptions=True)
+
+    async def kill_during_load():
+        task = asyncio.create_task(load())
+        await asyncio.sleep(0.5)
+        ray.kill(ray.get_actor(victims[0], namespace="serve"), no_restart=True)
+        return await task
+
+    asyncio.run(kill_during_load())  # some of these may fail: the replica died under them
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        r = httpx.post(url + "/v1/judge", json=OK, timeout=60)
+        if r.status_code == 200:
+            break
+        time.sleep(2)
+    assert r.status_code == 200
+    after = stage1_replicas()
+    assert victims[0] not in after and after  # a new replica serves
+    responses = [httpx.post(url + "/v1/judge", json=OK, timeout=60).status_code for _ in range(3)]
+    assert responses == [200] * 3
+
+
+def test_bearer_token_auth(url, ray_local, monkeypatch):
+    """Last in the module: redeploys the app with a token required."""
+    monkeypatch.setenv("REFLECTRM_API_TOKEN", "s3cret")
+    deploy(ray_local)
+    try:
+        assert httpx.get(url + "/healthz").status_code == 200  # health stays open for load balancers
+        r = post(url, "/v1/judge", OK)
+        assert r.status_code == 401 and r.json()["error"]["field"] == "Authorization"
+        assert post(url, "/v1/judge", OK, headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert post(url, "/v1/judge", OK, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+        assert post(url, "/get_reward", {"query": []}).status_code == 401
+    finally:
+        monkeypatch.delenv("REFLECTRM_API_TOKEN")
+        deploy(ray_local)
