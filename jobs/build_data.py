@@ -14,12 +14,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import Any, Sequence
 
-from jobs.common import DataConfig, parse_job_config
+from jobs.common import DataConfig, parse_job_config, run_folder
 from jobs.ray_setup import PoolConfig, RayConfig, init_ray, set_threads
-from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, to_dict
+from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig
 from reflectrm.data.loaders import pair_from_row, pair_to_row, write_rows
 from reflectrm.data.reflection import PartStore, build_sets, load_source, parse_ratio, sample_and_grade
 from reflectrm.prompts import TEMPLATE_VERSION
@@ -64,9 +63,7 @@ class Sampler:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     cfg = parse_job_config(BuildDataConfig, argv, __doc__)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    out = run_folder(cfg, cfg.output)
     pairs, load_stats = load_source(cfg.data.format, cfg.data.path, cfg.data.limit, cfg.data.on_bad_row, cfg.sampling.seed)
     store = PartStore(out / "judgments")
     done = store.done_ids()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
+from pathlib import Path
 from typing import Literal, Sequence, TypeVar
 
-from reflectrm.config import ConfigError, load_config
+from reflectrm.config import ConfigError, load_config, to_dict
 
 T = TypeVar("T")
 
@@ -32,3 +34,11 @@ class DataConfig:
     path: str = "2000"  # file / hub id; for synthetic: how many pairs
     limit: int | None = None  # at most this many pairs
     on_bad_row: Literal["error", "skip"] = "error"  # skip: count bad rows instead of stopping
+
+
+def run_folder(cfg: object, output: str) -> Path:
+    """A job's output folder, with the resolved config saved in it (config.json) for the record."""
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    return out

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from jobs.common import parse_job_config
+from jobs.common import parse_job_config, run_folder
 from jobs.ray_setup import RayConfig, init_ray
 from jobs.score import StagesConfig, check_unique, run_pipeline
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, to_dict
@@ -215,9 +215,7 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
 def main(argv: Sequence[str] | None = None) -> dict:
     cfg = parse_job_config(EvaluateConfig, argv, __doc__)
     judge = dataclasses.replace(cfg.judge, n=cfg.n) if cfg.n else cfg.judge
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    out = run_folder(cfg, cfg.output)
     datasets = [load_dataset(s, cfg.limit, cfg.on_bad_row, judge.seed, cfg.held_out) for s in cfg.datasets]
     check_unique([d.name for d in datasets], "datasets=[...]")
     modes = run_modes(cfg.methods)

@@ -17,12 +17,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from pathlib import Path
 from typing import Any, Literal, Sequence
 
-from jobs.common import DataConfig, parse_job_config
+from jobs.common import DataConfig, parse_job_config, run_folder
 from jobs.ray_setup import PoolConfig, RayConfig, init_ray, set_threads
-from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, to_dict
+from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig
 from reflectrm.data.loaders import write_rows
 from reflectrm.data.reflection import PartStore, load_source
 from reflectrm.inference import Steps
@@ -153,9 +152,7 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> dict:
     cfg = parse_job_config(ScoreConfig, argv, __doc__)
-    out = Path(cfg.output)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
+    out = run_folder(cfg, cfg.output)
     pairs, load_stats = load_source(cfg.data.format, cfg.data.path, cfg.data.limit, cfg.data.on_bad_row, cfg.judge.seed)
     check_unique([p.id for p in pairs], load_stats["source"])
     items = [make_item(p.id, p, cfg.judge.mode) for p in pairs]

@@ -238,7 +238,6 @@ class Ingress:
         self.prompt_cfg = PromptConfig(suffix=self.args.prompt_suffix)
         self.tokenizer = load_tokenizer(resolve_model(self.args.model), self.args.trust_remote_code)  # token counts for 413s
         self.m_latency = metrics.Histogram("reflectrm_request_seconds", "End-to-end request latency", boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 120], tag_keys=("endpoint",))
-        self.m_requests = metrics.Counter("reflectrm_requests", "Requests by endpoint and status", tag_keys=("endpoint", "status"))
 
     # ------------------------------------------------------------------ plumbing
 

@@ -29,10 +29,9 @@ def run(model: str, host: str = "127.0.0.1", port: int = 8000, num_cpus: int | N
         stop = True
 
     signal.signal(signal.SIGTERM, _stop)
-    try:
-        while not stop:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+    signal.signal(signal.SIGINT, _stop)  # explicitly: a shell's background job starts with SIGINT ignored
+    while not stop:
+        time.sleep(0.5)
+    print("stopping ...", flush=True)
     serve.shutdown()
     ray.shutdown()

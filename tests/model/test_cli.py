@@ -59,11 +59,13 @@ def test_bad_arguments_give_one_line_and_exit_2(args, message, capsys):
         (["--mode", "vote"], "invalid choice: 'vote'"),
         (["--n", "0"], "must be at least 1"),
         (["--max-new-tokens", "x"], "is not an integer"),
+        (["serve", "--port", "0"], "must be at least 1"),  # rejected before any Ray starts
+        (["serve", "--n", "x"], "is not an integer"),
     ],
 )
 def test_argparse_errors_are_one_line(args, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        main(["judge", *args])
+        main(args if args[0] == "serve" else ["judge", *args])
     assert exit_.value.code == 2
     err = capsys.readouterr().err.strip()
     assert message in err and "\n" not in err

@@ -82,3 +82,17 @@ def test_ratios_and_dates_stay_strings(tmp_path):
 def test_section_validation_errors_become_config_errors():
     with pytest.raises(ConfigError, match="part: x must be at most 5"):
         load_config(Top, None, ["part.x=9"])
+
+
+def test_a_section_name_shorthand():
+    import dataclasses
+
+    from reflectrm.config import ModelConfig, load_config
+
+    @dataclasses.dataclass(frozen=True)
+    class C:
+        model: ModelConfig = ModelConfig()
+        output: str = "x"
+
+    cfg = load_config(C, None, ["model=tiny-random", "model.dtype=float32", "output=y"])
+    assert cfg.model.name == "tiny-random" and cfg.model.dtype == "float32" and cfg.output == "y"
