@@ -68,6 +68,7 @@ class AppArgs(BaseModel):
     max_n: int = Field(16, ge=1)  # caps on what one request may ask for
     max_new_tokens_cap: int = Field(1024, ge=1)
     reward_mode: Literal["greedy", "majority", "reflect"] = "reflect"  # how /get_reward judges
+    reward_both_orders: bool = False  # /get_reward also judges (reference, response) and averages: no position bias, 2x cost
     auth_token_env: str = "REFLECTRM_API_TOKEN"  # bearer auth when this env var is set where the app is built
     stage1: StageArgs = StageArgs()
     stage2: StageArgs = StageArgs()
@@ -364,11 +365,16 @@ class Ingress:
         pair = PreferencePair("", sample.context, sample.response, sample.reference)
         try:
             self._check_tokens(response_prompt(pair, self.prompt_cfg), "query")
-            result = await self._judge(pair, self.args.reward_mode, self.judge_cfg)
+            if not self.args.reward_both_orders:
+                result = await self._judge(pair, self.args.reward_mode, self.judge_cfg)
+                return result.score, {"no_reference": 0, "error": 0, "valid_rate": result.valid_rate}
+            given, swapped = await asyncio.gather(self._judge(pair, self.args.reward_mode, self.judge_cfg),
+                                                  self._judge(pair.swapped(), self.args.reward_mode, self.judge_cfg))
+            # swapped.score is the share of votes for the reference (now response 1)
+            return (given.score + 1 - swapped.score) / 2, {"no_reference": 0, "error": 0, "valid_rate": (given.valid_rate + swapped.valid_rate) / 2}
         except Exception as err:  # noqa: BLE001 (one bad sample never fails the others: OpenRLHF drops failed requests)
             log.warning("get_reward: a sample failed (%s); neutral score", type(err).__name__)
             return 0.5, {"no_reference": 0, "error": 1, "valid_rate": 0}
-        return result.score, {"no_reference": 0, "error": 0, "valid_rate": result.valid_rate}
 
     @app.post("/v1/chat/completions")
     async def chat(self, body: ChatRequest, request: Request) -> dict[str, Any]:

@@ -250,10 +250,10 @@ def test_a_killed_replica_is_replaced_and_later_requests_succeed(url, ray_local)
     assert responses == [200] * 3
 
 
-def test_bearer_token_auth(url, ray_local, monkeypatch):
-    """Last in the module: redeploys the app with a token required."""
+def test_bearer_token_auth_and_reward_in_both_orders(url, ray_local, monkeypatch):
+    """Last in the module: redeploys the app with a token required and /get_reward judging both orders."""
     monkeypatch.setenv("REFLECTRM_API_TOKEN", "s3cret")
-    deploy(ray_local)
+    deploy(ray_local, {**ARGS, "reward_both_orders": True})
     try:
         assert httpx.get(url + "/healthz").status_code == 200  # health stays open for load balancers
         r = post(url, "/v1/judge", OK)
@@ -261,6 +261,10 @@ def test_bearer_token_auth(url, ray_local, monkeypatch):
         assert post(url, "/v1/judge", OK, headers={"Authorization": "Bearer wrong"}).status_code == 401
         assert post(url, "/v1/judge", OK, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert post(url, "/get_reward", {"query": []}).status_code == 401
+        prompt, query = openrlhf_query("What is 2 + 2?", "4")
+        body = post(url, "/get_reward", {"query": [query, query], "prompts": [prompt] * 2, "labels": ["4", None]},
+                    headers={"Authorization": "Bearer s3cret"}).json()
+        assert 0.0 <= body["scores"][0] <= 1.0 and body["scores"][1] == 0.5 and body["extra_logs"]["error"] == [0.0, 0.0]
     finally:
         monkeypatch.delenv("REFLECTRM_API_TOKEN")
         deploy(ray_local)

@@ -1,0 +1,123 @@
+"""One GRPO step and one SFT step on a live model, in one process (a Ray Train worker runs these).
+
+    rollout       G samples per prompt with the CURRENT policy through the library's engine; each
+                  graded by THE parser against the gold label (objectives.grade)
+    policy_batch  prompt + completion ids padded into tensors, with the mask of generated tokens
+    token_logprobs  log p(token) of every completion token under a model (with or without grad)
+    grpo_loss_on  advantages per group, old log-probs (no grad), the clipped token-level loss (+ KL)
+    sft_loss_on   cross-entropy on the target judgment's tokens only (the prompt is masked)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from reflectrm.config import PromptConfig
+from reflectrm.data.reflection import training_messages
+from reflectrm.engines.base import GenerationRequest, SamplingParams
+from reflectrm.engines.hf import HFEngine
+from reflectrm.training.objectives import RewardConfig, grade, group_advantages, grpo_loss, sft_labels
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    group_size: int = 8  # rollouts per prompt (method.md §3)
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    clip: float = 0.2
+    kl_coef: float = 0.0  # > 0: KL to the reference policy with the low-variance estimator (0.001 in the sibling code)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+
+
+@dataclass
+class Rollouts:
+    prompt_ids: list[list[int]]  # one per rollout (a prompt repeated G times)
+    completion_ids: list[list[int]]
+    rewards: torch.Tensor
+    valid: list[bool]
+    correct: list[bool]
+    tasks: list[str]  # "response" (preference items) or "critique" (reflection items)
+
+
+def rollout(engine: HFEngine, rows: Sequence[dict[str, Any]], cfg: GRPOConfig, prompt_cfg: PromptConfig = PromptConfig(), seed: int | None = None) -> Rollouts:
+    """G samples for each mixed-data row (task, label, pair, critiques) and their verifiable rewards."""
+    messages = [training_messages(r, prompt_cfg) for r in rows]
+    params = [SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                             seed=None if seed is None else seed + i) for i in range(len(rows))]
+    gens = engine.generate([GenerationRequest(m, p) for m, p in zip(messages, params)])
+    out = Rollouts([], [], torch.empty(0), [], [], [])
+    rewards = []
+    for row, msgs, gen in zip(rows, messages, gens):
+        prompt = engine.encode(msgs)
+        for c in gen.completions:
+            g = grade(c.text, row["task"], int(row["label"]), cfg.reward)
+            out.prompt_ids.append(prompt)
+            out.completion_ids.append(list(c.token_ids))
+            rewards.append(g.reward)
+            out.valid.append(g.valid)
+            out.correct.append(g.correct)
+            out.tasks.append(row["task"])
+    out.rewards = torch.tensor(rewards, dtype=torch.float32)
+    return out
+
+
+def policy_batch(prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded [prompt + completion] ids, attention mask, and the mask of completion tokens
+    aligned with the log-probs of positions 1..T (what `token_logprobs` returns)."""
+    seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    attn = torch.zeros((len(seqs), width), dtype=torch.long)
+    gen = torch.zeros((len(seqs), width - 1), dtype=torch.float32)
+    for i, (p, s) in enumerate(zip(prompt_ids, seqs)):
+        ids[i, : len(s)] = torch.tensor(s)
+        attn[i, : len(s)] = 1
+        gen[i, len(p) - 1 : len(s) - 1] = 1  # log-prob at position t predicts token t + 1
+    return {"input_ids": ids, "attention_mask": attn, "completion_mask": gen}
+
+
+def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """[B, T-1]: log p(token t+1 | tokens <= t) under `model` (temperature 1)."""
+    device = next(model.parameters()).device
+    ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float()
+    return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+
+
+def grpo_loss_on(model: Any, rollouts: Rollouts, cfg: GRPOConfig, pad_id: int, ref_model: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO loss of one batch of rollouts (call .backward() on it). `ref_model`: the frozen
+    reference for the KL term (for LoRA pass the same model: its adapters are disabled for it)."""
+    batch = policy_batch(rollouts.prompt_ids, rollouts.completion_ids, pad_id)
+    adv = group_advantages(rollouts.rewards, cfg.group_size)
+    with torch.no_grad():
+        old = token_logprobs(model, batch)
+        ref = None
+        if cfg.kl_coef and ref_model is not None:
+            if hasattr(ref_model, "disable_adapter"):  # peft: the base model is the reference
+                with ref_model.disable_adapter():
+                    ref = token_logprobs(ref_model, batch)
+            else:
+                ref = token_logprobs(ref_model, batch)
+    logp = token_logprobs(model, batch)
+    mask = batch["completion_mask"].to(logp.device)
+    loss, info = grpo_loss(logp, old.to(logp.device), adv.to(logp.device), mask, cfg.clip, None if ref is None else ref.to(logp.device), cfg.kl_coef)
+    return loss, {**info, "tokens": float(mask.sum())}
+
+
+def sft_loss_on(model: Any, prompt_ids: Sequence[list[int]], target_ids: Sequence[list[int]], pad_id: int) -> torch.Tensor:
+    """Mean cross-entropy over the target tokens only."""
+    pairs = [sft_labels(list(p), list(t)) for p, t in zip(prompt_ids, target_ids)]
+    width = max(len(i) for i, _ in pairs)
+    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
+    attn = torch.zeros((len(pairs), width), dtype=torch.long)
+    for k, (i, lab) in enumerate(pairs):
+        ids[k, : len(i)], labels[k, : len(lab)], attn[k, : len(i)] = torch.tensor(i), torch.tensor(lab), 1
+    device = next(model.parameters()).device
+    logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False).logits[:, :-1].float()
+    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1).to(device), ignore_index=-100)
