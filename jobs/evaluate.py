@@ -197,12 +197,14 @@ def chart(results: list[dict[str, Any]], path: Path) -> None:
 
     datasets = list(dict.fromkeys(r["dataset"] for r in results))
     methods = list(dict.fromkeys(r["method"] for r in results))
-    fig, axes = plt.subplots(1, 2, figsize=(max(8, 2.2 * len(datasets) + 4), 4.5), sharey=True)
+    panels = (("accuracy", "accuracy (given order)"), ("consistency", "positional consistency"), ("valid_judgment_rate", "valid-format judgments"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(12, 3 * len(datasets) + 5), 4.5), sharey=True)
     width = 0.8 / len(methods)
-    for ax, key, title in ((axes[0], "accuracy", "accuracy (given order)"), (axes[1], "consistency", "positional consistency")):
+    for ax, (key, title) in zip(axes, panels):
         for k, method in enumerate(methods):
             values = [next((r[key] or 0.0 for r in results if r["dataset"] == d and r["method"] == method), 0.0) for d in datasets]
-            ax.bar([i + k * width for i in range(len(datasets))], values, width, label=method)
+            bars = ax.bar([i + k * width for i in range(len(datasets))], values, width, label=method)
+            ax.bar_label(bars, fmt="%.2f", fontsize=6)
         ax.set_xticks([i + width * (len(methods) - 1) / 2 for i in range(len(datasets))], datasets, rotation=30, ha="right", fontsize=8)
         ax.set_title(title)
         ax.set_ylim(0, 1)
