@@ -178,3 +178,43 @@ def synthetic_pairs(n: int, seed: int = 0, categories: tuple[str, ...] = tuple(C
         else:
             pairs.append(PreferencePair(pid, context, bad, good, 2, "synthetic", subset, meta))
     return pairs
+
+
+# --------------------------------------------------------------------------- target judgments (SFT)
+
+
+def _fact(category: str, params: dict[str, Any], text: str) -> str:
+    """What the checker sees in one response, in words."""
+    if category == "word_count":
+        return f"has {len(_words(text))} words (the instruction asks for exactly {params['k']})"
+    if category == "sentence_count":
+        return f"has {len(_sentences(text))} sentences (the instruction asks for exactly {params['k']})"
+    if category in ("uppercase", "lowercase"):
+        want = text.upper() if category == "uppercase" else text.lower()
+        wrong = [w for w, v in zip(text.split(), want.split()) if w != v]
+        return "uses only the required case" if not wrong else f"has words in the wrong case, such as '{wrong[0]}'"
+    if category in ("include_word", "avoid_word"):
+        present = params["word"] in [w.lower() for w in _words(text)]
+        return f"{'uses' if present else 'does not use'} the word '{params['word']}'"
+    if category == "bullets":
+        items = _bullets(text)
+        return f"is a bulleted list of {len(items)} items (the instruction asks for {params['k']})" if items else "is not a bulleted list"
+    if category == "json":
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError:
+            return "is not a JSON object"
+        return f"is JSON with name {obj.get('name')!r} and age {obj.get('age')!r}" if isinstance(obj, dict) else "is not a JSON object"
+    if category == "arithmetic":
+        return f"answers {text.strip()} (the correct answer is {params['answer']})"
+    raise ValueError(f"unknown synthetic category {category!r}")
+
+
+def target_analysis(pair: PreferencePair) -> str:
+    """A short, checkable analysis of a synthetic pair, from the checker's own facts (SFT targets)."""
+    category, params = pair.metadata["category"], pair.metadata["params"]
+    parts = []
+    for k, text in ((1, pair.response_1), (2, pair.response_2)):
+        ok = complies(category, params, text)
+        parts.append(f"Response {k} {_fact(category, params, text)}, so it {'follows' if ok else 'does not follow'} the instruction.")
+    return " ".join(parts)

@@ -108,3 +108,20 @@ def test_part_store_resume_never_duplicates(tmp_path):
     assert sorted(r["id"] for r in back) == sorted(r["id"] for r in rows)
     assert build_sets(back, "4:1")[3] == build_sets(rows, "4:1")[3]
     assert not list((tmp_path / "parts").glob(".*.tmp"))
+
+
+def test_synthetic_target_judgments_parse_to_the_gold_label():
+    from reflectrm.data.synthetic import synthetic_pairs, target_analysis
+    from reflectrm.parsing import parse_output
+    from reflectrm.prompts import render_judgment
+
+    pairs = synthetic_pairs(180, seed=3)
+    for p in pairs:
+        analysis = target_analysis(p)
+        parsed = parse_output(render_judgment(analysis, p.label), "response")
+        assert parsed.verdict == p.label and parsed.analysis == analysis
+        first, second = analysis.split(" Response 2 ")
+        verdicts = ["does not follow" not in first, "does not follow" not in second]  # what each sentence says
+        assert verdicts == [p.label == 1, p.label == 2]  # the complying response is the one said to follow
+    assert {p.metadata["category"] for p in pairs} == {"word_count", "sentence_count", "uppercase", "lowercase", "include_word",
+                                                       "avoid_word", "bullets", "json", "arithmetic"}
