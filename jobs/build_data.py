@@ -17,7 +17,7 @@ import time
 from typing import Any, Sequence
 
 from jobs.common import DataConfig, parse_job_config, run_folder
-from jobs.ray_setup import PoolConfig, RayConfig, init_ray, set_threads
+from jobs.ray_setup import PoolConfig, RayConfig, batch_of, init_ray, set_threads
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig
 from reflectrm.data.loaders import pair_from_row, pair_to_row, write_rows
 from reflectrm.data.reflection import PartStore, build_sets, load_source, parse_ratio, sample_and_grade
@@ -57,8 +57,7 @@ class Sampler:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
         pairs = [pair_from_row(json.loads(s)) for s in batch["pair"]]
-        rows = sample_and_grade(self.engine, pairs, self.sampling, self.prompt)
-        return {k: [r[k] for r in rows] for k in rows[0]}
+        return batch_of(sample_and_grade(self.engine, pairs, self.sampling, self.prompt))
 
 
 def main(argv: Sequence[str] | None = None) -> dict:

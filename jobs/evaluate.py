@@ -123,7 +123,7 @@ def metrics_for(rows: list[dict[str, Any]], method: str, column: str, swap: bool
         "accuracy": accuracy(preds, labels),
         "accuracy_swapped": accuracy(preds_sw, [3 - y for y in labels]) if swap else None,
         "consistency": consistency(preds, preds_sw, labels) if swap else None,
-        "flip_rate": flip_rate(preds, preds_sw) if swap and any(p and q for p, q in zip(preds, preds_sw)) else None,  # None: no item had a verdict in both orders
+        "flip_rate": flip_rate(preds, preds_sw) if swap else None,
         "invalid_rate": invalid_rate(preds, preds_sw),
         "valid_judgment_rate": sum(r["valid_rate"] for r in rows) / len(rows),
         "tokens_per_item": sum(tokens) / len(rows),

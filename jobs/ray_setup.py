@@ -43,6 +43,17 @@ class PoolConfig:
         }
 
 
+def rows_of(batch: dict[str, Any]) -> list[dict[str, Any]]:
+    """A Ray Data batch (column -> values) as rows."""
+    keys = list(batch)
+    return [dict(zip(keys, values)) for values in zip(*(list(batch[k]) for k in keys))]
+
+
+def batch_of(rows: list[dict[str, Any]]) -> dict[str, list]:
+    """Rows as a Ray Data batch (column -> values)."""
+    return {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
+
+
 def set_threads(threads: int | None) -> None:
     """Inside an actor: use the configured CPU threads for torch (see PoolConfig.threads)."""
     import torch

@@ -20,7 +20,7 @@ import time
 from typing import Any, Literal, Sequence
 
 from jobs.common import DataConfig, parse_job_config, run_folder
-from jobs.ray_setup import PoolConfig, RayConfig, init_ray, set_threads
+from jobs.ray_setup import PoolConfig, RayConfig, batch_of, init_ray, rows_of, set_threads
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig
 from reflectrm.data.loaders import write_rows
 from reflectrm.data.reflection import PartStore, load_source
@@ -55,15 +55,6 @@ class ScoreConfig:
 # --------------------------------------------------------------------------- Ray Data actors (thin)
 
 
-def _rows(batch: dict[str, Any]) -> list[dict[str, Any]]:
-    keys = list(batch)
-    return [dict(zip(keys, values)) for values in zip(*(list(batch[k]) for k in keys))]
-
-
-def _batch(rows: list[dict[str, Any]]) -> dict[str, list]:
-    return {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
-
-
 class _EngineActor:
     def __init__(self, model: ModelConfig, judge: JudgeConfig, prompt: PromptConfig, threads: int | None):
         from reflectrm.engines import load_engine
@@ -75,21 +66,21 @@ class _EngineActor:
 
 class Stage1(_EngineActor):
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        return _batch(run_stage1(self.engine, self.steps, _rows(batch)))
+        return batch_of(run_stage1(self.engine, self.steps, rows_of(batch)))
 
 
 class Stage2(_EngineActor):
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        return _batch(run_stage2(self.engine, self.steps, _rows(batch)))
+        return batch_of(run_stage2(self.engine, self.steps, rows_of(batch)))
 
 
 class BothStages(_EngineActor):
     def __call__(self, batch: dict[str, Any]) -> dict[str, list]:
-        return _batch(run_both(self.engine, self.steps, _rows(batch)))
+        return batch_of(run_both(self.engine, self.steps, rows_of(batch)))
 
 
 def select(batch: dict[str, Any], judge: JudgeConfig, prompt: PromptConfig) -> dict[str, list]:
-    return _batch(run_select(Steps(judge, prompt), _rows(batch)))
+    return batch_of(run_select(Steps(judge, prompt), rows_of(batch)))
 
 
 # --------------------------------------------------------------------------- the pipeline

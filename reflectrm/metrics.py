@@ -29,12 +29,12 @@ def consistency(preds: Sequence[Pred], preds_swapped: Sequence[Pred], labels: Se
     return sum(p == y and q == 3 - y for p, q, y in zip(preds, preds_swapped, labels)) / n if n else 0.0
 
 
-def flip_rate(preds: Sequence[Pred], preds_swapped: Sequence[Pred]) -> float:
+def flip_rate(preds: Sequence[Pred], preds_swapped: Sequence[Pred]) -> float | None:
     """Share of items, among those with a verdict in both orders, whose preferred RESPONSE changes
-    when the order changes (a position-driven judge flips on every item)."""
+    when the order changes (a position-driven judge flips on every item). None: no such item."""
     _check(preds, preds_swapped)
     both = [(p, q) for p, q in zip(preds, preds_swapped) if p is not None and q is not None]
-    return sum(q != 3 - p for p, q in both) / len(both) if both else 0.0
+    return sum(q != 3 - p for p, q in both) / len(both) if both else None
 
 
 def invalid_rate(*pred_lists: Sequence[Pred]) -> float:

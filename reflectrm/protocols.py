@@ -67,10 +67,7 @@ def read_reward_sample(query: Any, prompt: Any, label: Any) -> RewardSample:
         return RewardSample((), "", None, f"query is {type(query).__name__}, expected a string")
     if isinstance(prompt, str) and prompt and query.startswith(prompt):
         prompt_text, response = prompt, query[len(prompt) :]
-    elif isinstance(prompt, str) and prompt:
-        # The prefix does not match (e.g. special tokens normalised differently): split on the last assistant turn.
-        prompt_text, response = _split_last_assistant(query)
-    else:
+    else:  # no prompt, or its text differs (e.g. special tokens normalised): split on the last assistant turn
         prompt_text, response = _split_last_assistant(query)
     context = detemplate(prompt_text)
     response = strip_special(response)

@@ -50,20 +50,16 @@ def rollout(engine: HFEngine, rows: Sequence[dict[str, Any]], cfg: GRPOConfig, p
     params = [SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                              seed=None if seed is None else seed + i) for i in range(len(rows))]
     gens = engine.generate([GenerationRequest(m, p) for m, p in zip(messages, params)])
-    out = Rollouts([], [], torch.empty(0), [], [], [])
-    rewards = []
+    prompts, completions, graded, tasks = [], [], [], []
     for row, msgs, gen in zip(rows, messages, gens):
         prompt = engine.encode(msgs)
         for c in gen.completions:
-            g = grade(c.text, row["task"], int(row["label"]), cfg.reward)
-            out.prompt_ids.append(prompt)
-            out.completion_ids.append(list(c.token_ids))
-            rewards.append(g.reward)
-            out.valid.append(g.valid)
-            out.correct.append(g.correct)
-            out.tasks.append(row["task"])
-    out.rewards = torch.tensor(rewards, dtype=torch.float32)
-    return out
+            prompts.append(prompt)
+            completions.append(list(c.token_ids))
+            graded.append(grade(c.text, row["task"], int(row["label"]), cfg.reward))
+            tasks.append(row["task"])
+    rewards = torch.tensor([g.reward for g in graded], dtype=torch.float32)
+    return Rollouts(prompts, completions, rewards, [g.valid for g in graded], [g.correct for g in graded], tasks)
 
 
 def policy_batch(prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:

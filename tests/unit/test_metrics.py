@@ -25,6 +25,7 @@ def test_flip_rate_among_items_with_two_verdicts():
     # choice "2" both times = different responses -> flip; item 2: 2 then 1 -> same response -> no flip;
     # item 3 skipped (None); item 4: 1 then 1 -> flip.
     assert flip_rate(GIVEN, SWAPPED) == pytest.approx(2 / 4)
+    assert flip_rate([None, 1], [2, None]) is None  # no item with a verdict in both orders: not measured
 
 
 def test_invalid_rate_over_all_lists():

@@ -40,7 +40,6 @@ def test_reference_of(label, ref):
 
 @pytest.mark.parametrize("path", ["serve/config.yaml", "serve/config_gpu.yaml"])
 def test_serve_configs_are_valid(path):
-    pytest.importorskip("ray.serve")
     from ray.serve.schema import ServeDeploySchema
 
     from serve.app import AppArgs

@@ -103,7 +103,6 @@ def test_a_reflection_prompt_over_the_limit_counts_as_not_better():
     assert json.loads(first[0]["row"])["error"] == ""
 
 
-@pytest.mark.parametrize("bad", [{"mode": "best"}])
-def test_unknown_mode_is_a_clear_error(bad):
+def test_unknown_mode_is_a_clear_error():
     with pytest.raises(ValueError, match="valid modes are greedy, majority, reflect"):
-        run_stage1(FakeEngine(script), Steps(CFG), [{**items()[0], **bad}])
+        run_stage1(FakeEngine(script), Steps(CFG), [{**items()[0], "mode": "best"}])
