@@ -7,6 +7,10 @@ Aliases, each built once into `$REFLECTRM_HOME/models/<alias>` (default ~/.cache
     tiny-random            a deterministic random-init Qwen3-architecture model (~1.1M parameters)
                            with a byte-level BPE tokenizer trained offline and a ChatML template;
                            built in seconds, for tests and smoke runs
+    tiny-judge             tiny-random after a short SFT (80 steps, ~30 s on 2 cores) on the synthetic
+                           set's judgment format with a content-free analysis: it writes valid
+                           judgments about half the time with a verdict it cannot yet get right, so
+                           GRPO on it has real reward variance (what the training tests need)
 
 Weights load from safetensors only, and `trust_remote_code` stays off unless the caller turns it on.
 """
@@ -95,7 +99,7 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _cached_build(alias: str, build: Callable[[Path], None]) -> Path:
-    dest = home() / "models" / (alias if alias != "tiny-random" else f"tiny-random-{TINY_RANDOM_VERSION}")
+    dest = home() / "models" / (alias if not alias.startswith("tiny-") else f"{alias}-{TINY_RANDOM_VERSION}")
     if (dest / "config.json").is_file():
         return dest
     with _locked(dest.with_suffix(".lock")):
@@ -222,9 +226,31 @@ def build_tiny_random(dest: Path) -> None:
     model.save_pretrained(dest, safe_serialization=True)
 
 
+def build_tiny_judge(dest: Path) -> None:
+    """tiny-random + 80 SFT steps on `<Analysis>ok</Analysis><Result>(the gold verdict)</Result>`."""
+    from reflectrm.config import ModelConfig
+    from reflectrm.data.loaders import pair_to_row
+    from reflectrm.data.reflection import preference_row
+    from reflectrm.data.synthetic import synthetic_pairs
+    from reflectrm.prompts import render_judgment
+    from reflectrm.training.strategies import OptimConfig
+    from reflectrm.training.trainer import LocalSession, LoopConfig, train_worker
+
+    steps, batch = 80, 4
+    pairs = synthetic_pairs(steps * batch, seed=11)
+    rows = [{**preference_row(pair_to_row(p)), "target": render_judgment("ok", p.label)} for p in pairs]
+    cfg = LoopConfig(recipe="sft", model=ModelConfig(name="tiny-random"), optim=OptimConfig(lr=3e-3), strategy="none",
+                     prompts_per_worker=batch, micro_batch=batch, max_steps=steps, checkpoint_every=0, eval_every=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        train_worker(cfg, LocalSession(rows, batch, Path(tmp)), steps, [])
+        for f in (Path(tmp) / "final").iterdir():
+            shutil.copy(f, dest / f.name)
+
+
 ALIASES: dict[str, Callable[[Path], None]] = {
     "smollm2-135m-instruct": build_smollm2,
     "tiny-random": build_tiny_random,
+    "tiny-judge": build_tiny_judge,
 }
 
 

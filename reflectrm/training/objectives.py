@@ -67,13 +67,16 @@ def grpo_loss(
     clip: float = 0.2,
     ref_logp: torch.Tensor | None = None,
     kl_coef: float = 0.0,
+    normalizer: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The token-level clipped loss. Shapes: logp, old_logp, ref_logp, mask [B, T]; advantages [B].
 
     loss = sum over generated tokens of -min(ratio * A, clip(ratio, 1-e, 1+e) * A) [+ kl_coef * k3],
-    divided by the number of generated tokens in the batch."""
+    divided by `normalizer` (default: the number of generated tokens in the batch; a trainer passes
+    the token count of the whole step, over all micro-batches and ranks)."""
     mask = mask.to(logp.dtype)
     tokens = mask.sum().clamp(min=1)
+    norm = tokens if normalizer is None else torch.tensor(float(normalizer), dtype=logp.dtype)
     ratio = torch.exp(logp - old_logp)
     adv = advantages.unsqueeze(1)
     surrogate = torch.minimum(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
@@ -83,7 +86,7 @@ def grpo_loss(
         k3 = kl_low_variance(logp, ref_logp)
         per_token = per_token + kl_coef * k3
         kl = (k3 * mask).sum() / tokens
-    loss = (per_token * mask).sum() / tokens
+    loss = (per_token * mask).sum() / norm
     clipped = ((ratio - 1).abs() > clip).to(logp.dtype)
     return loss, {"kl": float(kl.detach()), "clip_fraction": float((clipped * mask).sum() / tokens)}
 

@@ -4,7 +4,7 @@
                   graded by THE parser against the gold label (objectives.grade)
     policy_batch  prompt + completion ids padded into tensors, with the mask of generated tokens
     token_logprobs  log p(token) of every completion token under a model (with or without grad)
-    grpo_loss_on  advantages per group, old log-probs (no grad), the clipped token-level loss (+ KL)
+    grpo_loss_on  advantages per group, the clipped token-level loss (+ KL), on a micro-batch
     sft_loss_on   cross-entropy on the target judgment's tokens only (the prompt is masked)
 """
 
@@ -43,12 +43,21 @@ class Rollouts:
     correct: list[bool]
     tasks: list[str]  # "response" (preference items) or "critique" (reflection items)
 
+    def select(self, idx: Sequence[int]) -> Rollouts:
+        """A micro-batch of these rollouts."""
+        return Rollouts([self.prompt_ids[i] for i in idx], [self.completion_ids[i] for i in idx], self.rewards[list(idx)],
+                        [self.valid[i] for i in idx], [self.correct[i] for i in idx], [self.tasks[i] for i in idx])
 
-def rollout(engine: HFEngine, rows: Sequence[dict[str, Any]], cfg: GRPOConfig, prompt_cfg: PromptConfig = PromptConfig(), seed: int | None = None) -> Rollouts:
-    """G samples for each mixed-data row (task, label, pair, critiques) and their verifiable rewards."""
+
+def rollout(engine: HFEngine, rows: Sequence[dict[str, Any]], cfg: GRPOConfig, prompt_cfg: PromptConfig = PromptConfig(),
+            seed: int | None = None, seeds: Sequence[int] | None = None) -> Rollouts:
+    """G samples for each mixed-data row (task, label, pair, critiques) and their verifiable rewards.
+    `seeds`: one per row (a trainer derives them from the row's id and the step, so a row's rollouts
+    do not depend on which worker drew it); else `seed + i`."""
     messages = [training_messages(r, prompt_cfg) for r in rows]
-    params = [SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                             seed=None if seed is None else seed + i) for i in range(len(rows))]
+    row_seeds = list(seeds) if seeds is not None else [None if seed is None else seed + i for i in range(len(rows))]
+    params = [SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=s)
+              for s in row_seeds]
     gens = engine.generate([GenerationRequest(m, p) for m, p in zip(messages, params)])
     prompts, completions, graded, tasks = [], [], [], []
     for row, msgs, gen in zip(rows, messages, gens):
@@ -85,15 +94,22 @@ def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
 
 
-def grpo_loss_on(model: Any, rollouts: Rollouts, cfg: GRPOConfig, pad_id: int, ref_model: Any = None) -> tuple[torch.Tensor, dict[str, float]]:
-    """The GRPO loss of one batch of rollouts (call .backward() on it). `ref_model`: the frozen
-    reference for the KL term (for LoRA pass the same model: its adapters are disabled for it)."""
+def grpo_loss_on(model: Any, rollouts: Rollouts, cfg: GRPOConfig, pad_id: int, ref_model: Any = None,
+                 advantages: torch.Tensor | None = None, normalizer: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The GRPO loss of (a micro-batch of) rollouts; call .backward() on it.
+
+    advantages  default: group-normalised from `rollouts.rewards` (pass them when `rollouts` is a
+                micro-batch: groups are normalised over the whole step's rollouts)
+    normalizer  default: this batch's token count (a trainer passes the whole step's)
+    ref_model   the frozen reference of the KL term; for LoRA pass the peft model itself (its
+                adapters are disabled for the reference pass)
+    One update per rollout batch (as in the paper's GRPO), so the sampling policy IS the current
+    one: old log-probs are the current ones detached (ratio 1, gradient A * grad log p)."""
     batch = policy_batch(rollouts.prompt_ids, rollouts.completion_ids, pad_id)
-    adv = group_advantages(rollouts.rewards, cfg.group_size)
-    with torch.no_grad():
-        old = token_logprobs(model, batch)
-        ref = None
-        if cfg.kl_coef and ref_model is not None:
+    adv = group_advantages(rollouts.rewards, cfg.group_size) if advantages is None else advantages
+    ref = None
+    if cfg.kl_coef and ref_model is not None:
+        with torch.no_grad():
             if hasattr(ref_model, "disable_adapter"):  # peft: the base model is the reference
                 with ref_model.disable_adapter():
                     ref = token_logprobs(ref_model, batch)
@@ -101,12 +117,15 @@ def grpo_loss_on(model: Any, rollouts: Rollouts, cfg: GRPOConfig, pad_id: int, r
                 ref = token_logprobs(ref_model, batch)
     logp = token_logprobs(model, batch)
     mask = batch["completion_mask"].to(logp.device)
-    loss, info = grpo_loss(logp, old.to(logp.device), adv.to(logp.device), mask, cfg.clip, None if ref is None else ref.to(logp.device), cfg.kl_coef)
+    loss, info = grpo_loss(logp, logp.detach(), adv.to(logp.device), mask, cfg.clip, None if ref is None else ref.to(logp.device),
+                           cfg.kl_coef, normalizer)
     return loss, {**info, "tokens": float(mask.sum())}
 
 
-def sft_loss_on(model: Any, prompt_ids: Sequence[list[int]], target_ids: Sequence[list[int]], pad_id: int) -> torch.Tensor:
-    """Mean cross-entropy over the target tokens only."""
+def sft_loss_on(model: Any, prompt_ids: Sequence[list[int]], target_ids: Sequence[list[int]], pad_id: int,
+                normalizer: float | None = None) -> torch.Tensor:
+    """Cross-entropy over the target tokens only: their mean, or their sum / `normalizer` (a trainer
+    passes the whole step's target-token count)."""
     pairs = [sft_labels(list(p), list(t)) for p, t in zip(prompt_ids, target_ids)]
     width = max(len(i) for i, _ in pairs)
     ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
@@ -116,4 +135,6 @@ def sft_loss_on(model: Any, prompt_ids: Sequence[list[int]], target_ids: Sequenc
         ids[k, : len(i)], labels[k, : len(lab)], attn[k, : len(i)] = torch.tensor(i), torch.tensor(lab), 1
     device = next(model.parameters()).device
     logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False).logits[:, :-1].float()
-    return F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1).to(device), ignore_index=-100)
+    reduction = "mean" if normalizer is None else "sum"
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1).to(device), ignore_index=-100, reduction=reduction)
+    return loss if normalizer is None else loss / normalizer
