@@ -69,6 +69,12 @@ class TrainerConfig:
     max_failures: int = 1  # worker-group restarts from the last checkpoint
     keep_checkpoints: int = 2
 
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError(f"trainer.num_workers must be >= 1, got {self.num_workers}")
+        if self.zero_stage not in (1, 2, 3):
+            raise ValueError(f"trainer.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
+
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
@@ -88,6 +94,9 @@ class TrainConfig:
     fail_at_step: int | None = None  # testing only: one worker raises once at this step
     ray: RayConfig = RayConfig()
     output: str = "runs/train"
+
+    def __post_init__(self) -> None:
+        self.loop()  # the worker's own checks (max_steps, epochs, sizes), at parse time
 
     def loop(self) -> LoopConfig:
         t = self.trainer
@@ -226,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     out = run_folder(cfg, cfg.output).resolve()
     print("resolved config (saved in config.json):")
     print(json.dumps(to_dict(cfg), indent=1))
+    from reflectrm.models import resolve_model
+
+    print(f"model: {resolve_model(cfg.model.name)}")  # a bad name fails here, before Ray starts; aliases are built once
     train_rows, held_out = load_rows(cfg)
     t = cfg.trainer
     steps_per_epoch = len(train_rows) // (t.num_workers * t.prompts_per_worker)

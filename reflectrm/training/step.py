@@ -87,11 +87,20 @@ def policy_batch(prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[
 
 
 def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, T-1]: log p(token t+1 | tokens <= t) under `model` (temperature 1)."""
+    """[B, T-1]: log p(token t+1 | tokens <= t) under `model` (temperature 1).
+
+    Judge prompts are long and answers short: with a `completion_mask`, the vocabulary projection
+    and softmax run only from the first completion position on (`logits_to_keep`); earlier
+    positions come back as 0 (the mask zeroes them anyway)."""
     device = next(model.parameters()).device
     ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    logits = model(input_ids=ids, attention_mask=attn, use_cache=False).logits[:, :-1].float()
-    return torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    width = ids.shape[1] - 1
+    mask = batch.get("completion_mask")
+    start = int(mask.any(dim=0).float().argmax()) if mask is not None and bool(mask.any()) else 0
+    keep = torch.arange(start, width, device=device)
+    logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits.float()
+    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, start + 1 :].unsqueeze(-1)).squeeze(-1)
+    return F.pad(logp, (start, 0)) if start else logp
 
 
 def grpo_loss_on(model: Any, rollouts: Rollouts, cfg: GRPOConfig, pad_id: int, ref_model: Any = None,
@@ -134,7 +143,10 @@ def sft_loss_on(model: Any, prompt_ids: Sequence[list[int]], target_ids: Sequenc
     for k, (i, lab) in enumerate(pairs):
         ids[k, : len(i)], labels[k, : len(lab)], attn[k, : len(i)] = torch.tensor(i), torch.tensor(lab), 1
     device = next(model.parameters()).device
-    logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False).logits[:, :-1].float()
+    start = max(0, min(len(p) for p in prompt_ids) - 1)  # the loss starts at the first target token
+    keep = torch.arange(start, width - 1, device=device)
+    logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False, logits_to_keep=keep).logits.float()
+    labels = labels[:, start + 1 :]
     reduction = "mean" if normalizer is None else "sum"
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels[:, 1:].reshape(-1).to(device), ignore_index=-100, reduction=reduction)
+    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1).to(device), ignore_index=-100, reduction=reduction)
     return loss if normalizer is None else loss / normalizer

@@ -86,3 +86,29 @@ def test_sft_loss_falls_on_target_tokens_only(engine):
         lp = token_logprobs(engine.model, batch)
     by_hand = -(lp * batch["completion_mask"]).sum() / batch["completion_mask"].sum()
     assert float(loss.detach()) == pytest.approx(float(by_hand), rel=1e-4)
+
+
+def test_logprobs_only_from_the_first_completion_position_match_the_full_pass(engine):
+    b = policy_batch([[5, 6, 7, 8, 9], [4, 5, 6]], [[10, 11], [12, 13, 14]], pad_id=engine.tokenizer.pad_token_id)
+    with torch.no_grad():
+        fast = token_logprobs(engine.model, b)
+        full = torch.log_softmax(engine.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float(), -1)
+        full = full.gather(2, b["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
+    m = b["completion_mask"]
+    assert fast.shape == full.shape and torch.allclose(fast * m, full * m, atol=1e-5)
+    assert fast[:, :2].abs().sum() == 0  # before the first completion position nothing is computed
+
+
+def test_sft_loss_equals_the_full_pass_cross_entropy(engine):
+    import torch.nn.functional as F
+
+    prompts, targets = [[5, 6, 7, 8], [4, 5, 6, 7, 8, 9]], [[10, 11, 12], [13]]
+    with torch.no_grad():
+        fast = sft_loss_on(engine.model, prompts, targets, engine.tokenizer.pad_token_id)
+        total, count = 0.0, 0
+        for p, t in zip(prompts, targets):
+            ids = torch.tensor([p + t])
+            lp = F.log_softmax(engine.model(input_ids=ids).logits[0, :-1].float(), -1)
+            total += -sum(float(lp[len(p) - 1 + k, tok]) for k, tok in enumerate(t))
+            count += len(t)
+    assert float(fast) == pytest.approx(total / count, rel=1e-5)
