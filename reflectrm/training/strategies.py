@@ -71,18 +71,30 @@ class Strategy:
     name = "none"
     sharded = False  # True: parameters are split over ranks (generation needs the gathered copy)
 
-    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1):
+    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1, bf16: bool = False):
         self.cfg = cfg
         self.grad_accum = grad_accum  # micro-batches per optimizer step
+        self.bf16 = bf16  # compute in bf16 over fp32 master weights (GPU)
         self.module = model  # the user's model (HF, or a peft model for LoRA), unwrapped
         self._rollout: torch.nn.Module | None = None
-        if self.sharded:  # the unsharded copy for generation, made BEFORE sharding
+        if self.sharded:  # the unsharded copy for generation, made BEFORE sharding (bf16 on GPU)
             self._rollout = copy.deepcopy(model).eval().requires_grad_(False)
+            if bf16:
+                self._rollout.to(torch.bfloat16)
 
     # -- training
     def forward_model(self) -> torch.nn.Module:
         """What to call for the forward pass that gets a backward (the wrapped model)."""
         return self.wrapped
+
+    def autocast(self) -> Any:
+        """The context of a forward pass: bf16 autocast on GPU for DDP / one process; FSDP2 and
+        DeepSpeed cast themselves."""
+        import contextlib
+
+        if self.bf16 and self.name in ("none", "ddp"):
+            return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -140,8 +152,8 @@ class Single(Strategy):
 
     name = "none"
 
-    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1):
-        super().__init__(model, cfg, grad_accum)
+    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1, bf16: bool = False):
+        super().__init__(model, cfg, grad_accum, bf16)
         self.wrapped = model
         self._optimizer(_trainable(model))
 
@@ -149,8 +161,8 @@ class Single(Strategy):
 class DDP(Strategy):
     name = "ddp"
 
-    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1):
-        super().__init__(model, cfg, grad_accum)
+    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1, bf16: bool = False):
+        super().__init__(model, cfg, grad_accum, bf16)
         from torch.nn.parallel import DistributedDataParallel
 
         device = next(model.parameters()).device
@@ -164,13 +176,14 @@ class FSDP2(Strategy):
     name = "fsdp2"
     sharded = True
 
-    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1):
-        super().__init__(model, cfg, grad_accum)
-        from torch.distributed.fsdp import fully_shard
+    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1, bf16: bool = False):
+        super().__init__(model, cfg, grad_accum, bf16)
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
+        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
         for layer in _decoder_layers(model):
-            fully_shard(layer)
-        fully_shard(model)
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(model, mp_policy=mp)
         self.wrapped = model
         self._optimizer(_trainable(model))
 
@@ -207,15 +220,14 @@ class DeepSpeed(Strategy):
 
     name = "deepspeed"
 
-    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1):
+    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1, bf16: bool = False):
         if cfg.zero_stage not in (1, 2, 3):
             raise ValueError(f"trainer.zero_stage must be 1, 2 or 3, got {cfg.zero_stage}")
         self.sharded = cfg.zero_stage == 3
-        super().__init__(model, cfg, grad_accum)
+        super().__init__(model, cfg, grad_accum, bf16)
         import deepspeed
 
         _, world_size = world()
-        bf16 = next(model.parameters()).dtype == torch.bfloat16
         zero: dict[str, Any] = {"stage": cfg.zero_stage}
         if cfg.offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu"}
@@ -225,7 +237,7 @@ class DeepSpeed(Strategy):
             "train_batch_size": grad_accum * world_size,
             "gradient_clipping": cfg.max_grad_norm,
             "zero_optimization": zero,
-            "bf16": {"enabled": bf16},
+            "bf16": {"enabled": bf16},  # bf16 compute, fp32 master weights in the optimizer
             "zero_allow_untested_optimizer": True,
             "zero_force_ds_cpu_optimizer": False,  # our torch AdamW also with offload (no compiled op)
             "steps_per_print": 10**9,
@@ -278,11 +290,11 @@ def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__} (no `.layers` ModuleList) to shard")
 
 
-def make_strategy(model: torch.nn.Module, cfg: OptimConfig, name: str, grad_accum: int = 1) -> Strategy:
+def make_strategy(model: torch.nn.Module, cfg: OptimConfig, name: str, grad_accum: int = 1, bf16: bool = False) -> Strategy:
     _, world_size = world()
     if name == "none" or world_size == 1 and name == "ddp":
-        return Single(model, cfg, grad_accum)
+        return Single(model, cfg, grad_accum, bf16)
     classes = {"ddp": DDP, "fsdp2": FSDP2, "deepspeed": DeepSpeed}
     if name not in classes:
         raise ValueError(f"trainer.strategy must be one of {sorted(classes)}, got {name!r}")
-    return classes[name](model, cfg, grad_accum)
+    return classes[name](model, cfg, grad_accum, bf16)

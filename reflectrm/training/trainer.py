@@ -99,8 +99,11 @@ class Session(Protocol):
 
 
 def build_model(cfg: LoopConfig, device: str) -> tuple[HFEngine, torch.nn.Module, torch.nn.Module | None]:
-    """(engine for generation, the model to train, the KL reference or None)."""
-    engine = HFEngine.from_config(dataclasses.replace(cfg.model, device=device))
+    """(engine for generation, the model to train, the KL reference or None).
+
+    Weights are fp32 for training on every device (master weights: a 1e-6 update is lost in bf16);
+    on GPU the strategies compute in bf16 (autocast, FSDP2's mixed precision, DeepSpeed's bf16)."""
+    engine = HFEngine.from_config(dataclasses.replace(cfg.model, device=device, dtype="float32"))
     model = engine.model
     if cfg.finetune == "lora":
         from peft import LoraConfig as PeftLora, get_peft_model
@@ -159,6 +162,7 @@ def grpo_step(cfg: LoopConfig, engine: HFEngine, strategy: Strategy, ref: torch.
     t0 = time.perf_counter()
     adv = group_advantages(ro.rewards, cfg.grpo.group_size)
     local_tokens = sum(len(c) for c in ro.completion_ids)
+    seq_tokens = local_tokens + sum(len(p) for p in ro.prompt_ids)  # what the update runs over
     (all_tokens,) = all_sum([local_tokens])
     normalizer = max(all_tokens, 1.0) / size  # gradients are averaged over workers: the sum / all tokens
     strategy.module.train()
@@ -167,25 +171,26 @@ def grpo_step(cfg: LoopConfig, engine: HFEngine, strategy: Strategy, ref: torch.
     n = len(ro.completion_ids)
     for start in range(0, cfg.grad_accum() * cfg.micro_batch, cfg.micro_batch):  # same count on every worker
         idx = list(range(start, min(start + cfg.micro_batch, n)))
-        loss, info = grpo_loss_on(strategy.forward_model(), ro.select(idx), cfg.grpo, pad, ref_model=ref, advantages=adv[idx], normalizer=normalizer)
+        with strategy.autocast():
+            loss, info = grpo_loss_on(strategy.forward_model(), ro.select(idx), cfg.grpo, pad, ref_model=ref, advantages=adv[idx], normalizer=normalizer)
         strategy.backward(loss)
         loss_sum += float(loss.detach())
         kl_sum += info["kl"] * info["tokens"]
     grad_norm = strategy.step()
     update_s = time.perf_counter() - t0
 
-    sums = [loss_sum, kl_sum, local_tokens, gen_s, update_s]
+    sums = [loss_sum, kl_sum, local_tokens, gen_s, update_s, seq_tokens]
     for task in TASKS:
         pick = [i for i, t in enumerate(ro.tasks) if t == task]
         sums += [len(pick), float(ro.rewards[pick].sum()) if pick else 0.0, sum(ro.valid[i] for i in pick), sum(ro.correct[i] for i in pick)]
     tot = all_sum(sums)
-    loss_all, kl_all, tokens, gen_all, upd_all = tot[:5]
+    loss_all, kl_all, tokens, gen_all, upd_all, seq_all = tot[:6]
     m: dict[str, float] = {"loss": loss_all / size, "kl": kl_all / max(tokens, 1), "grad_norm": grad_norm, "lr": strategy.lr(),
                            "gen_seconds": gen_all / size, "update_seconds": upd_all / size, "completion_tokens": tokens,
-                           "gen_tokens_per_s": tokens / max(gen_all / size, 1e-9)}
+                           "gen_tokens_per_s": tokens / max(gen_all / size, 1e-9), "update_tokens_per_s": seq_all / max(upd_all / size, 1e-9)}
     count = reward = valid = correct = 0.0
     for k, task in enumerate(TASKS):
-        c, r, v, a = tot[5 + 4 * k : 9 + 4 * k]
+        c, r, v, a = tot[6 + 4 * k : 10 + 4 * k]
         count, reward, valid, correct = count + c, reward + r, valid + v, correct + a
         name = "pref" if task == "response" else "refl"
         m[f"{name}_rollouts"] = c
@@ -210,7 +215,8 @@ def sft_step(cfg: LoopConfig, engine: HFEngine, strategy: Strategy, rows: list[d
         p, t = prompts[start : start + cfg.micro_batch], targets[start : start + cfg.micro_batch]
         if not p:  # keep the micro-batch count equal on every worker (collectives)
             p, t = prompts[:1], [[]]
-        loss = sft_loss_on(strategy.forward_model(), p, t, tok.pad_token_id, normalizer=normalizer) if any(t) else _zero_loss(strategy)
+        with strategy.autocast():
+            loss = sft_loss_on(strategy.forward_model(), p, t, tok.pad_token_id, normalizer=normalizer) if any(t) else _zero_loss(strategy)
         strategy.backward(loss)
         loss_sum += float(loss.detach())
     grad_norm = strategy.step()
@@ -242,7 +248,7 @@ def train_worker(cfg: LoopConfig, session: Session, steps_per_epoch: int, held_o
     rank, size = world()
     torch.manual_seed(cfg.seed)
     engine, model, ref = build_model(cfg, device)
-    strategy = make_strategy(model, cfg.optim, cfg.strategy, cfg.grad_accum())
+    strategy = make_strategy(model, cfg.optim, cfg.strategy, cfg.grad_accum(), bf16=device.startswith("cuda"))
     if steps_per_epoch < 1:
         raise ValueError(f"not one step of data: each step needs {size} worker(s) x {cfg.prompts_per_worker} prompts")
     total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
