@@ -253,6 +253,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     from ray.train.torch import TorchTrainer
 
     init_ray(cfg.ray)
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the training bar says where it is
     storage = out / "ray"
     resume = latest_checkpoint(storage)
     if resume is not None:
@@ -280,19 +281,20 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
 
 def finish(cfg: TrainConfig, out: Path, seconds: float) -> dict[str, Any]:
     """The summary table, summary.json and curves.png from metrics.jsonl."""
+    if not (out / "metrics.jsonl").exists():
+        raise SystemExit(f"training ended but {out / 'metrics.jsonl'} is not visible here: the first worker wrote it on its node. "
+                         "With several nodes, `output` must be storage every node sees (NFS, a mounted bucket).")
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
     first, last = rows[0], rows[-1]
     keys = ["loss", "reward_mean", "valid_rate", "accuracy", "pref_accuracy", "refl_accuracy", "kl", "eval_accuracy", "eval_valid_rate",
-            "gen_tokens_per_s", "gen_seconds", "update_seconds"]
+            "gen_tokens_per_s", "update_tokens_per_s", "gen_seconds", "update_seconds"]
     evals = [r for r in rows if "eval_accuracy" in r]
+    fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
     table_rows = []
     for k in keys:
-        if k not in last and not (k.startswith("eval") and evals):
-            continue
-        a = (evals[0] if k.startswith("eval") else first).get(k)
-        b = (evals[-1] if k.startswith("eval") else last).get(k)
-        fmt = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        table_rows.append([k, fmt(a), fmt(b)])
+        a, b = (evals[0], evals[-1]) if k.startswith("eval") and evals else (first, last)
+        if k in b:
+            table_rows.append([k, fmt(a.get(k)), fmt(b.get(k)), f"{a['step']} -> {b['step']}"])
     gen = sum(r.get("gen_seconds", 0) for r in rows)
     upd = sum(r.get("update_seconds", 0) for r in rows)
     summary = {
@@ -303,8 +305,9 @@ def finish(cfg: TrainConfig, out: Path, seconds: float) -> dict[str, Any]:
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     plot_curves(rows, out / "curves.png")
     print()
-    print(table(["metric", f"step {first['step']}", f"step {last['step']}"], table_rows))
-    print(f"{last['step']} steps in {seconds:.0f} s; generation {100 * summary['generation_share']:.0f}% of step time")
+    print(table(["metric", "first", "last", "steps"], table_rows))
+    share = f"; generation {100 * summary['generation_share']:.0f}% of step time" if gen else ""
+    print(f"{last['step']} steps in {seconds:.0f} s{share}")
     print(f"export: {out / 'final'}  (reflectrm judge --model {out / 'final'} ...)")
     print(f"metrics: {out / 'metrics.jsonl'}, curves: {out / 'curves.png'}")
     return summary

@@ -98,18 +98,20 @@ class Session(Protocol):
 # ---------------------------------------------------------------------------------------- model
 
 
+def with_lora(model: torch.nn.Module, lora: LoraConfig) -> torch.nn.Module:
+    from peft import LoraConfig as PeftLora, get_peft_model
+
+    return get_peft_model(model, PeftLora(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                          target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
+
+
 def build_model(cfg: LoopConfig, device: str) -> tuple[HFEngine, torch.nn.Module, torch.nn.Module | None]:
     """(engine for generation, the model to train, the KL reference or None).
 
     Weights are fp32 for training on every device (master weights: a 1e-6 update is lost in bf16);
     on GPU the strategies compute in bf16 (autocast, FSDP2's mixed precision, DeepSpeed's bf16)."""
     engine = HFEngine.from_config(dataclasses.replace(cfg.model, device=device, dtype="float32"))
-    model = engine.model
-    if cfg.finetune == "lora":
-        from peft import LoraConfig as PeftLora, get_peft_model
-
-        model = get_peft_model(model, PeftLora(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                               target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM"))
+    model = with_lora(engine.model, cfg.lora) if cfg.finetune == "lora" else engine.model
     if cfg.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
@@ -129,10 +131,7 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
     model = load_model(path, state[next(iter(state))].dtype, "cpu", cfg.model.trust_remote_code)
     folder.mkdir(parents=True, exist_ok=True)
     if cfg.finetune == "lora":
-        from peft import LoraConfig as PeftLora, get_peft_model
-
-        model = get_peft_model(model, PeftLora(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                               target_modules=list(cfg.lora.target_modules), task_type="CAUSAL_LM"))
+        model = with_lora(model, cfg.lora)
         model.load_state_dict(state)
         model.save_pretrained(folder / "adapter")
         model = model.merge_and_unload()
