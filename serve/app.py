@@ -33,7 +33,7 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 
-from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig
+from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, from_dict
 from reflectrm.engines.base import Generation, GenerationRequest, SamplingParams
 from reflectrm.inference import Steps, ajudge
 from reflectrm.prompts import response_prompt
@@ -59,6 +59,8 @@ class AppArgs(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     model: str = "smollm2-135m-instruct"  # alias, local folder or hub id
+    engine: Literal["auto", "hf", "vllm"] = "auto"  # auto: vllm where installed, else hf (reflectrm.engines.resolve_engine)
+    vllm: dict[str, Any] = {}  # VLLMConfig fields (KV cache, threads, GPU memory, tensor parallel size)
     dtype: str = "auto"
     device: str = "auto"
     trust_remote_code: bool = False
@@ -74,8 +76,8 @@ class AppArgs(BaseModel):
     stage2: StageArgs = StageArgs()
 
     def model_cfg(self) -> ModelConfig:
-        return ModelConfig(name=self.model, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code,
-                           max_prompt_tokens=self.max_prompt_tokens)
+        return from_dict(ModelConfig, dict(name=self.model, engine=self.engine, vllm=self.vllm, dtype=self.dtype, device=self.device,
+                                           trust_remote_code=self.trust_remote_code, max_prompt_tokens=self.max_prompt_tokens))
 
 
 # --------------------------------------------------------------------------- the engine stages
@@ -90,7 +92,7 @@ class EngineStage:
 
         from reflectrm.engines import load_engine
 
-        cfg, batch = ModelConfig(**model), StageArgs(**batching)
+        cfg, batch = from_dict(ModelConfig, model), StageArgs(**batching)
         torch.set_num_threads(batch.threads or os.cpu_count() or 1)
         self.stage = stage
         self.engine = load_engine(cfg)

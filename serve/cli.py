@@ -17,6 +17,7 @@ def run(model: str, host: str = "127.0.0.1", port: int = 8000, num_cpus: int | N
     from serve.app import AppArgs, build_app
 
     app_args = AppArgs(model=model, **args)  # bad flags fail here, before Ray starts
+    app_args.model_cfg()
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING)
     serve.start(http_options={"host": host, "port": port})
     serve.run(build_app(app_args.model_dump()), name="reflectrm", route_prefix="/")

@@ -8,6 +8,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never need the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# model.engine=auto means the HF engine in tests (Ray workers inherit it); the vLLM engine's tests ask for it by name.
+os.environ["REFLECTRM_ENGINE"] = "hf"
 
 
 @pytest.fixture(scope="session")

