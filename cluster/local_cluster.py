@@ -103,7 +103,7 @@ def _nodes_alive(dashboard: str) -> int:
     return sum(1 for n in data["data"]["summary"] if n["raylet"]["state"] == "ALIVE")
 
 
-def start(workers: int = 1, head_cpus: float = 1, worker_cpus: float = 2, object_store_mb: int = 400, timeout_s: float = 120) -> dict:
+def start(workers: int = 1, head_cpus: float = 1, worker_cpus: float = 2, object_store_mb: int = 400, timeout_s: float = 300) -> dict:
     if STATE.exists() and any(_alive(p) for p in json.loads(STATE.read_text())["pids"]):
         raise SystemExit(f"a local cluster is already running (state in {STATE}): `python -m cluster.local_cluster stop` first")
     STATE.parent.mkdir(parents=True, exist_ok=True)
