@@ -5,6 +5,7 @@
 
     Stage1   the rollouts: N judgments with log-probs. Batches across concurrent requests (@serve.batch).
     Stage2   the reflection calls. The same engine code, its own replicas and GPUs.
+             (args.separate_stages=false: Stage1 runs both, one model copy for a single GPU or CPU box.)
     Ingress  FastAPI. Runs the library's pure steps between the stages (reflectrm.inference.ajudge),
              so stage 2 of one request overlaps stage 1 of others. No prompt text or parsing here.
 
@@ -72,6 +73,7 @@ class AppArgs(BaseModel):
     reward_mode: Literal["greedy", "majority", "reflect"] = "reflect"  # how /get_reward judges
     reward_both_orders: bool = False  # /get_reward also judges (reference, response) and averages: no position bias, 2x cost
     auth_token_env: str = "REFLECTRM_API_TOKEN"  # bearer auth when this env var is set where the app is built
+    separate_stages: bool = True  # false: one engine deployment (Stage1, batching of stage1) runs both stages: one model copy, and stage 2 hits stage 1's prefix cache
     stage1: StageArgs = StageArgs()
     stage2: StageArgs = StageArgs()
 
@@ -413,6 +415,9 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     model = dataclasses.asdict(cfg.model_cfg())
     token = os.environ.get(cfg.auth_token_env)
     token_sha256 = hashlib.sha256(token.encode()).hexdigest() if token else None  # the token itself never leaves this process
+    if not cfg.separate_stages:  # one deployment serves both stages (name Stage1 in the config's `deployments:`)
+        both = EngineStage.options(name="Stage1").bind("both", model, cfg.stage1.model_dump())
+        return Ingress.bind(both, both, cfg.model_dump(), token_sha256)
     stage1 = EngineStage.options(name="Stage1").bind("stage1", model, cfg.stage1.model_dump())
     stage2 = EngineStage.options(name="Stage2").bind("stage2", model, cfg.stage2.model_dump())
     return Ingress.bind(stage1, stage2, cfg.model_dump(), token_sha256)

@@ -14,6 +14,9 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 def ray_local():
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
+    from jobs.ray_setup import quiet_workers
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
+             runtime_env={"worker_process_setup_hook": quiet_workers})  # as the jobs' embedded Ray does
     yield ray
     ray.shutdown()

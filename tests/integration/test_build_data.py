@@ -1,4 +1,4 @@
-"""jobs.build_data on real Ray Data with the tiny model: outputs, counts, and resume."""
+"""jobs.build_data on real Ray Data with the tiny model: outputs, counts, and resume after a kill."""
 
 from __future__ import annotations
 
@@ -17,30 +17,9 @@ def read(path):
     return pq.read_table(path).to_pylist()
 
 
-def test_build_data_end_to_end_and_resume(ray_local, tmp_path, capsys):
-    out = tmp_path / "build"
-    first = main(SMOKE + [f"output={out}", "data.limit=10", "mix.ratio=1:0"])
-    assert first["items"] == 10
-    second = main(SMOKE + [f"output={out}", "mix.ratio=1:0"])  # resume: only the 14 new pairs are judged
-    printed = capsys.readouterr().out
-    assert "10 already judged, 14 to go" in printed and "pairs judged" in printed
-    stats = json.loads((out / "stats.json").read_text())
-    assert stats == second
-    assert stats["items"] == 24 and stats["judgments"] == 24 * 4 and stats["prompt_template"].startswith("reflectrm-prompts")
-    assert stats["easy_dropped"] + stats["preference_available"] == 24
-    ids = [r["id"] for part in sorted((out / "judgments").glob("part-*.parquet")) for r in read(part)]
-    assert len(ids) == len(set(ids)) == 24  # every pair judged exactly once across both runs
-    pref, refl, mix = (read(out / f"{n}.parquet") for n in ("pref", "refl", "mix"))
-    assert len(pref) == stats["preference_available"] and len(refl) == stats["reflection_available"]
-    assert len(mix) == stats["mix"] == stats["preference"]  # ratio 1:0 -> preference items only
-    third = main(SMOKE + [f"output={out}", "mix.ratio=1:0"])  # nothing left to do
-    assert "24 already judged, 0 to go" in capsys.readouterr().out
-    assert {k: v for k, v in third.items() if k != "sampling_seconds"} == {k: v for k, v in stats.items() if k != "sampling_seconds"}
-
-
 def test_killed_run_resumes_without_duplicates(ray_local, tmp_path, capsys):
     """Kill the job (SIGKILL) after its first batch is written, re-run it: every pair is judged exactly
-    once and the final counts equal those of an uninterrupted run."""
+    once, the outputs add up, they equal those of an uninterrupted run, and a third run has nothing to do."""
     import os
     import signal
     import subprocess
@@ -66,10 +45,21 @@ def test_killed_run_resumes_without_duplicates(ray_local, tmp_path, capsys):
     assert 0 < written < 24 and not (out / "stats.json").exists()
 
     resumed = main(args + [f"output={out}"])
-    assert f"{written} already judged, {24 - written} to go" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"{written} already judged, {24 - written} to go" in printed and "pairs judged" in printed
     ids = [r["id"] for part in (out / "judgments").glob("part-*.parquet") for r in read(part)]
     assert len(ids) == len(set(ids)) == 24
+    stats = json.loads((out / "stats.json").read_text())
+    assert stats == resumed
+    assert stats["items"] == 24 and stats["judgments"] == 24 * 4 and stats["prompt_template"].startswith("reflectrm-prompts")
+    assert stats["easy_dropped"] + stats["preference_available"] == 24
+    pref, refl, mix = (read(out / f"{n}.parquet") for n in ("pref", "refl", "mix"))
+    assert len(pref) == stats["preference_available"] and len(refl) == stats["reflection_available"]
+    assert len(mix) == stats["mix"] == stats["preference"]  # ratio 1:0 -> preference items only
     clean = main(args + [f"output={tmp_path / 'clean'}"])
     drop = {"sampling_seconds"}
     assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in clean.items() if k not in drop}
     assert read(out / "mix.parquet") == read(tmp_path / "clean" / "mix.parquet")
+    again = main(args + [f"output={out}"])  # nothing left to do
+    assert "24 already judged, 0 to go" in capsys.readouterr().out
+    assert {k: v for k, v in again.items() if k not in drop} == {k: v for k, v in stats.items() if k not in drop}

@@ -34,13 +34,27 @@ def test_score_streams_resumes_and_writes_each_id_once(ray_local, tmp_path, caps
     assert "scored this run / resumed" in capsys.readouterr().out
 
 
-def test_score_in_one_pool_to_jsonl(ray_local, tmp_path):
+def test_score_in_one_pool_to_jsonl_matches_the_library(ray_local, tmp_path):
+    """stages.separate=false, JSONL out, on the engine `make setup` installs: vLLM where it is installed
+    (one engine in the Ray Data actor, loaded once), else HF. Greedy output equals the HF engine's here."""
+    from reflectrm.config import JudgeConfig, ModelConfig
+    from reflectrm.data.synthetic import synthetic_pairs
+    from reflectrm.engines.hf import HFEngine
+    from reflectrm.engines.vllm import vllm_available
+    from reflectrm.inference import Judge
+
+    engine = "vllm" if vllm_available() else "hf"
     out = tmp_path / "one"
-    summary = score.main(["--config", "jobs/configs/score.yaml", *TINY, "data.path=4", "judge.mode=greedy",
-                          "stages.separate=false", "output_format=jsonl", f"output={out}"])
+    summary = score.main(["--config", "jobs/configs/score.yaml", "model=tiny-judge", f"model.engine={engine}", "model.vllm.kv_cache_gib=1",
+                          "model.max_prompt_tokens=1024", "data.path=6", "judge.mode=greedy", "judge.max_new_tokens=96", "stages.separate=false",
+                          "stages.stage1.batch_size=6", "output_format=jsonl", f"output={out}"])
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
-    assert summary["pairs"] == len(rows) == 4 and len({r["id"] for r in rows}) == 4
+    assert summary["pairs"] == len(rows) == len({r["id"] for r in rows}) == 6
     assert all(r["mode"] == "greedy" and len(r["trace"]["judgments"]) == 1 for r in rows)  # trace nested in JSONL
+    expected = Judge(HFEngine.from_config(ModelConfig(name="tiny-judge")), JudgeConfig(mode="greedy", max_new_tokens=96)).judge(synthetic_pairs(6), "greedy")
+    assert [r["trace"]["judgments"][0]["text"] for r in rows] == [e.judgments[0].text for e in expected]
+    assert [r["preferred"] for r in rows] == [e.preferred for e in expected]
+    assert any(r["preferred"] is not None for r in rows)
 
 
 def test_evaluate_contract_end_to_end(ray_local, tmp_path):

@@ -2,9 +2,9 @@
 (tiny-random after a short SFT: it writes valid judgments about half the time, so rewards vary and
 the loss is not trivially 0).
 
-One run per strategy, 3 steps each, same seed:
+One run per strategy, 2 steps each, same seed:
 - DDP, with a worker that raises once at step 2: Ray Train restarts the group from the step-1
-  checkpoint, and the run ends at step 3 with each step done once;
+  checkpoint, and the run ends at step 2 with each step done once;
 - FSDP2;
 - DeepSpeed ZeRO-2, through the documented command (jobs/configs/grpo.yaml + overrides).
 The three give the same losses step for step (so the resumed DDP run also restored model,
@@ -22,7 +22,7 @@ from tests.helpers import write_toy_mix
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(540)]
 
-STEPS = 3
+STEPS = 2
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_each_strategy_trains_and_exports(runs, name):
         assert math.isfinite(m["loss"]) and -1 <= m["reward_mean"] <= 1 and 0 <= m["valid_rate"] <= 1
     assert any(m["loss"] != 0 for m in rows)  # rewards varied: a real policy gradient
     assert 0 < rows[0]["valid_rate"] < 1 and "refl_reward_mean" in rows[0] and "pref_reward_mean" in rows[0]
-    assert "eval_accuracy" in rows[1] and "eval_accuracy" in rows[2]  # every 2 steps and at the end
+    assert "eval_accuracy" not in rows[0] and "eval_accuracy" in rows[1]  # every 2 steps (and at the end)
     assert summary["steps"] == STEPS and (folder / "curves.png").stat().st_size > 0 and (folder / "config.json").exists()
     final = folder / "final"
     assert (final / "model.safetensors").exists() and (final / "README.md").exists()
@@ -93,5 +93,5 @@ def test_a_worker_failure_resumes_from_the_checkpoint_without_redoing_steps(runs
     events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
     assert [e["resumed_from"] for e in events if e["event"] == "start"] == [0, 1]  # restarted once, from step 1
     done = [e["step"] for e in events if e["event"] == "step"]
-    assert done == [1, 2, 3]  # step 2 failed before it was reported; no step counted twice
+    assert done == [1, 2]  # step 2 failed before it was reported; no step counted twice
     assert (folder / ".failed_once_at_2").exists()

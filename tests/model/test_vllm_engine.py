@@ -29,7 +29,8 @@ def engines():
 
     hf = load_engine(ModelConfig(name=MODEL, engine="hf"))
     vl = load_engine(ModelConfig(name=MODEL, engine="vllm", max_prompt_tokens=1024))
-    return hf, vl
+    yield hf, vl
+    vl.close()  # the engine core process ends here, not at interpreter exit
 
 
 def pairs():
