@@ -23,8 +23,7 @@ def test_main_job_smoke(ray_local, tmp_path, capsys):
     summary = main(["--config", "jobs/configs/main_smoke.yaml", f"output={tmp_path}"])
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "valid format" in printed and "->" in printed
-    for stage in ("evaluate before", "warm start (sft)", "build_data", "grpo", "evaluate after"):
-        assert summary["seconds"][stage] > 0
+    assert list(summary["seconds"]) == ["evaluate before", "warm start (sft)", "build_data", "grpo", "evaluate after"]  # every stage ran, in order
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))
     assert [(r["dataset"], r["method"]) for r in saved["results"]] == [("synthetic", m) for m in ("greedy", "majority", "reflect")]
