@@ -1,6 +1,6 @@
 # The two commands of the README work on a fresh clone: each creates (or reuses) .venv first.
 #   make run    the main job on the embedded default model
-#   make test   every test (unit, model, Ray-on-CPU integration)
+#   make test   the format check, then every test (unit, model, Ray-on-CPU integration)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -25,6 +25,7 @@ $(STAMP): pyproject.toml
 	if [ "$(VLLM)" != "0" ]; then $(MAKE) --no-print-directory vllm; fi
 	$(PY) -m reflectrm.cli models prepare smollm2-135m-instruct
 	$(PY) -m reflectrm.cli models prepare tiny-random
+	$(PY) -m reflectrm.cli models prepare tiny-judge
 	touch $(STAMP)
 
 # The vLLM engine (model.engine=vllm; `auto` picks it once installed). Both builds pin torch 2.13.0
@@ -43,7 +44,9 @@ vllm:
 run: setup
 	$(PY) -m jobs.main --config jobs/configs/main.yaml
 
+# One formatter over the tree (ruff format, 120 columns; pyproject.toml), checked before the tests.
 test: setup
+	$(PY) -m ruff format --check --quiet . || (echo "run: $(PY) -m ruff format ." && exit 1)
 	$(PY) -m pytest
 
 bench: setup

@@ -9,29 +9,26 @@ ratio (Ray Data seconds / plain seconds) is the pipeline's overhead; the aim is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
 import time
 
-from benchmarks.common import RESULTS, write_report
+from benchmarks.common import parse, parser, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
 from reflectrm.data.reflection import sample_and_grade
 from reflectrm.data.synthetic import synthetic_pairs
 from reflectrm.engines import load_engine
 
 
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser("build_data_overhead", __doc__)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--pairs", type=int, default=16)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--output", default=str(RESULTS / "build_data_overhead.json"))
-    args = ap.parse_args()
+    args = parse(ap)
     cfg = JudgeConfig(mode="majority", n=args.n, max_new_tokens=args.max_new_tokens)
     pairs = synthetic_pairs(args.pairs)
 
@@ -48,16 +45,38 @@ def main() -> None:
     from jobs.build_data import main as build
 
     with tempfile.TemporaryDirectory() as tmp:
-        stats = build([
-            "--config", "jobs/configs/build_data.yaml", f"model.name={args.model}", f"data.path={args.pairs}",
-            f"sampling.n={args.n}", f"sampling.max_new_tokens={args.max_new_tokens}", f"pool.batch_size={args.batch_size}",
-            "ray.num_cpus=2", f"output={tmp}",
-        ])
+        stats = build(
+            [
+                "--config",
+                "jobs/configs/build_data.yaml",
+                f"model.name={args.model}",
+                f"data.path={args.pairs}",
+                f"judge.n={args.n}",
+                f"judge.max_new_tokens={args.max_new_tokens}",
+                f"pool.batch_size={args.batch_size}",
+                "ray.num_cpus=2",
+                f"output={tmp}",
+            ]
+        )
     ray_s = stats["sampling_seconds"]
     report = {
-        "model": args.model, "pairs": args.pairs, "n": args.n, "max_new_tokens": args.max_new_tokens, "cpus": os.cpu_count(),
-        "plain": {"seconds": round(plain_s, 1), "completion_tokens": plain_tokens, "pairs_per_s": round(args.pairs / plain_s, 3), "tokens_per_s": round(plain_tokens / plain_s, 1)},
-        "ray_data": {"seconds": ray_s, "completion_tokens": stats["completion_tokens"], "pairs_per_s": round(args.pairs / ray_s, 3), "tokens_per_s": round(stats["completion_tokens"] / ray_s, 1)},
+        "model": args.model,
+        "pairs": args.pairs,
+        "n": args.n,
+        "max_new_tokens": args.max_new_tokens,
+        "cpus": os.cpu_count(),
+        "plain": {
+            "seconds": round(plain_s, 1),
+            "completion_tokens": plain_tokens,
+            "pairs_per_s": round(args.pairs / plain_s, 3),
+            "tokens_per_s": round(plain_tokens / plain_s, 1),
+        },
+        "ray_data": {
+            "seconds": ray_s,
+            "completion_tokens": stats["completion_tokens"],
+            "pairs_per_s": round(args.pairs / ray_s, 3),
+            "tokens_per_s": round(stats["completion_tokens"] / ray_s, 1),
+        },
         "overhead_ratio": round(ray_s / plain_s, 3),
         "same_tokens": plain_tokens == stats["completion_tokens"],
     }

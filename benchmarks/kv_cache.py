@@ -10,34 +10,35 @@ identical (checked), so the time ratio is the cache's gain. Runs growing, dynami
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 
 from transformers import DynamicCache
 
 import reflectrm.engines.hf as hf
-from benchmarks.common import RESULTS, SHARED, write_report
+from benchmarks.common import SHARED, parse, parser, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
 from reflectrm.data.loaders import load_pairs
 from reflectrm.inference import Judge
 
 
-
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser("kv_cache", __doc__)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--output", default=str(RESULTS / "kv_cache.json"))
-    args = ap.parse_args()
+    args = parse(ap)
     pairs, _ = load_pairs("llmbar", SHARED / "llmbar" / "natural.json", limit=args.pairs)
     engine = hf.HFEngine.from_config(ModelConfig(name=args.model))
     judge = Judge(engine, JudgeConfig(n=args.n, max_new_tokens=args.max_new_tokens))
     growing = hf._growing_cache
     runs, texts = {}, {}
-    for name, make in (("growing", growing), ("dynamic", lambda cfg: DynamicCache(config=cfg)), ("growing_again", growing)):
+    for name, make in (
+        ("growing", growing),
+        ("dynamic", lambda cfg: DynamicCache(config=cfg)),
+        ("growing_again", growing),
+    ):
         hf._growing_cache = make
         t0 = time.perf_counter()
         results = judge.judge(pairs, "majority")
@@ -49,7 +50,11 @@ def main() -> None:
     hf._growing_cache = growing
     mean_growing = (runs["growing"]["seconds"] + runs["growing_again"]["seconds"]) / 2
     report = {
-        "model": args.model, "pairs": len(pairs), "n": args.n, "max_new_tokens": args.max_new_tokens, "runs": runs,
+        "model": args.model,
+        "pairs": len(pairs),
+        "n": args.n,
+        "max_new_tokens": args.max_new_tokens,
+        "runs": runs,
         "speedup_growing_over_dynamic": round(runs["dynamic"]["seconds"] / mean_growing, 3),
         "identical_outputs": texts["growing"] == texts["dynamic"] == texts["growing_again"],
     }

@@ -10,7 +10,6 @@ Overhead: the same requests one at a time through HTTP + Serve vs `Judge.judge_o
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
 import os
@@ -20,7 +19,7 @@ import time
 
 import httpx
 
-from benchmarks.common import RESULTS, write_report
+from benchmarks.common import parse, parser, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
 from reflectrm.data.synthetic import synthetic_pairs
 
@@ -49,18 +48,22 @@ async def load(url: str, bodies: list[dict], concurrency: int) -> dict:
         t0 = time.perf_counter()
         await asyncio.gather(*(one(client, b) for b in bodies))
         wall = time.perf_counter() - t0
-    return {"requests": len(bodies), "errors": errors, "seconds": round(wall, 2), "requests_per_s": round(len(bodies) / wall, 3),
-            "p50_s": round(pct(latencies, 0.5), 3), "p99_s": round(pct(latencies, 0.99), 3)}
+    return {
+        "requests": len(bodies),
+        "errors": errors,
+        "seconds": round(wall, 2),
+        "requests_per_s": round(len(bodies) / wall, 3),
+        "p50_s": round(pct(latencies, 0.5), 3),
+        "p99_s": round(pct(latencies, 0.99), 3),
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser("serve", __doc__)
     ap.add_argument("--models", default="tiny-random,smollm2-135m-instruct")
     ap.add_argument("--concurrency", default="1,8,32")
     ap.add_argument("--requests", type=int, default=32, help="requests per level (8 at concurrency 1)")
-    ap.add_argument("--output", default=str(RESULTS / "serve.json"))
-    args = ap.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    args = parse(ap)
     import ray
     from ray import serve
 
@@ -79,11 +82,18 @@ def main() -> None:
     for model in args.models.split(","):
         size = SIZES.get(model, SIZES["smollm2-135m-instruct"])
         pairs = synthetic_pairs(args.requests + 4, seed=1)
-        bodies = [{"prompt": p.query, "response_1": p.response_1, "response_2": p.response_2, "mode": "reflect", **size} for p in pairs]
+        bodies = [
+            {"prompt": p.query, "response_1": p.response_1, "response_2": p.response_2, "mode": "reflect", **size}
+            for p in pairs
+        ]
         entry: dict = {"request": {"mode": "reflect", **size}}
         for name, batch in (("batching_on", 32), ("batching_off", 1)):
             stage = {"max_batch_size": batch, "threads": 2}
-            serve.run(build_app({"model": model, "judge": {"seed": 0}, "stage1": stage, "stage2": stage}), name="bench", route_prefix="/")
+            serve.run(
+                build_app({"model": model, "judge": {"seed": 0}, "stage1": stage, "stage2": stage}),
+                name="bench",
+                route_prefix="/",
+            )
             asyncio.run(load(url, bodies[-2:], 2))  # warm-up
             entry[name] = {}
             for c in levels:
@@ -92,7 +102,12 @@ def main() -> None:
             if name == "batching_on":
                 single = [asyncio.run(load(url, [b], 1))["seconds"] for b in bodies[:8]]
             serve.delete("bench")
-        entry["batching_gain"] = {str(c): round(entry["batching_on"][str(c)]["requests_per_s"] / entry["batching_off"][str(c)]["requests_per_s"], 3) for c in levels}
+        entry["batching_gain"] = {
+            str(c): round(
+                entry["batching_on"][str(c)]["requests_per_s"] / entry["batching_off"][str(c)]["requests_per_s"], 3
+            )
+            for c in levels
+        }
         judge = Judge(load_engine(ModelConfig(name=model)), JudgeConfig(seed=0, **size))
         direct = []
         for p in pairs[:8]:
@@ -100,8 +115,11 @@ def main() -> None:
             judge.judge_one(p.__class__("", p.context, p.response_1, p.response_2), "reflect")
             direct.append(time.perf_counter() - t0)
         del judge
-        entry["service_vs_library"] = {"service_mean_s": round(statistics.mean(single), 3), "library_mean_s": round(statistics.mean(direct), 3),
-                                       "overhead_ratio": round(statistics.mean(single) / statistics.mean(direct), 3)}
+        entry["service_vs_library"] = {
+            "service_mean_s": round(statistics.mean(single), 3),
+            "library_mean_s": round(statistics.mean(direct), 3),
+            "overhead_ratio": round(statistics.mean(single) / statistics.mean(direct), 3),
+        }
         print(model, entry["batching_gain"], entry["service_vs_library"], flush=True)
         report["models"][model] = entry
     serve.shutdown()

@@ -10,13 +10,12 @@ and accuracy. Training: AdamW, the loss on the target tokens only (reflectrm.tra
 
 from __future__ import annotations
 
-import argparse
 import os
 import time
 
 import torch
 
-from benchmarks.common import RESULTS, write_report
+from benchmarks.common import parse, parser, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
 from reflectrm.data.synthetic import synthetic_pairs, target_analysis
 from reflectrm.engines.hf import HFEngine
@@ -30,20 +29,23 @@ def greedy_eval(engine: HFEngine, pairs, max_new_tokens: int) -> dict:
     results = Judge(engine, JudgeConfig(max_new_tokens=max_new_tokens)).judge(pairs, "greedy")
     valid = sum(r.judgments[0].valid for r in results)
     correct = sum(r.preferred == p.label for r, p in zip(results, pairs))
-    return {"pairs": len(pairs), "valid_rate": valid / len(pairs), "accuracy": correct / len(pairs),
-            "example": results[0].judgments[0].text[:300]}
+    return {
+        "pairs": len(pairs),
+        "valid_rate": valid / len(pairs),
+        "accuracy": correct / len(pairs),
+        "example": results[0].judgments[0].text[:300],
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser("sft_warmstart", __doc__)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--steps", type=int, default=40)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=2e-5)
     ap.add_argument("--eval-pairs", type=int, default=18)
     ap.add_argument("--max-new-tokens", type=int, default=96)
-    ap.add_argument("--output", default=str(RESULTS / "sft_warmstart.json"))
-    args = ap.parse_args()
+    args = parse(ap)
     torch.manual_seed(0)
     engine = HFEngine.from_config(ModelConfig(name=args.model))
     tok = engine.tokenizer
@@ -59,7 +61,11 @@ def main() -> None:
         model.train()
         batch = train[step * args.batch : (step + 1) * args.batch]
         prompts = [engine.encode(response_prompt(p)) for p in batch]
-        targets = [tok(render_judgment(target_analysis(p), p.label), add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for p in batch]
+        targets = [
+            tok(render_judgment(target_analysis(p), p.label), add_special_tokens=False)["input_ids"]
+            + [tok.eos_token_id]
+            for p in batch
+        ]
         loss = sft_loss_on(model, prompts, targets, tok.pad_token_id)
         opt.zero_grad()
         loss.backward()
@@ -70,8 +76,20 @@ def main() -> None:
     train_s = time.perf_counter() - t0
     after = greedy_eval(engine, held_out, args.max_new_tokens)
     print("after", after, flush=True)
-    write_report({"model": args.model, "steps": args.steps, "batch": args.batch, "lr": args.lr, "cpus": os.cpu_count(),
-                  "train_seconds": round(train_s, 1), "losses": losses, "before": before, "after": after}, args.output)
+    write_report(
+        {
+            "model": args.model,
+            "steps": args.steps,
+            "batch": args.batch,
+            "lr": args.lr,
+            "cpus": os.cpu_count(),
+            "train_seconds": round(train_s, 1),
+            "losses": losses,
+            "before": before,
+            "after": after,
+        },
+        args.output,
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ whole run (start-up included) and the mean step time (steps 2.. only: step 1 war
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -19,13 +18,28 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import RESULTS, write_report
+from benchmarks.common import parse, parser, write_report
 
 
 def argv_for(model: str, steps: int, data: Path, out: Path) -> list[str]:
-    return ["--config", "jobs/configs/grpo.yaml", f"model={model}", f"data.path={data}", f"max_steps={steps}", "grpo.group_size=4",
-            "grpo.max_new_tokens=64", "trainer.prompts_per_worker=2", "trainer.micro_batch=4", "data.held_out=2", "eval_every=0",
-            "checkpoint_every=0", "eval_max_new_tokens=32", "trainer.cpus_per_worker=1", f"trainer.threads={os.cpu_count()}", f"output={out}"]
+    return [
+        "--config",
+        "jobs/configs/grpo.yaml",
+        f"model={model}",
+        f"data.path={data}",
+        f"max_steps={steps}",
+        "grpo.n=4",
+        "grpo.max_new_tokens=64",
+        "trainer.prompts_per_worker=2",
+        "trainer.micro_batch=4",
+        "data.held_out=2",
+        "eval_every=0",
+        "checkpoint_every=0",
+        "eval_max_new_tokens=32",
+        "trainer.cpus_per_worker=1",
+        f"trainer.threads={os.cpu_count()}",
+        f"output={out}",
+    ]
 
 
 def step_stats(folder: Path) -> dict:
@@ -33,21 +47,25 @@ def step_stats(folder: Path) -> dict:
     later = rows[1:] or rows
     gen = sum(r["gen_seconds"] for r in rows)
     upd = sum(r["update_seconds"] for r in rows)
-    return {"steps": len(rows), "mean_step_seconds": round(statistics.mean(r["step_seconds"] for r in later), 2),
-            "generation_share": round(gen / (gen + upd), 3), "losses": [round(r["loss"], 6) for r in rows]}
+    return {
+        "steps": len(rows),
+        "mean_step_seconds": round(statistics.mean(r["step_seconds"] for r in later), 2),
+        "generation_share": round(gen / (gen + upd), 3),
+        "losses": [round(r["loss"], 6) for r in rows],
+    }
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser("train_overhead", __doc__)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--steps", type=int, default=3)
-    ap.add_argument("--output", default=str(RESULTS / "train_overhead.json"))
-    args = ap.parse_args()
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    args = parse(ap)
     import torch
 
     from jobs.common import parse_job_config
-    from jobs.train import TrainConfig, load_rows, main as train_main
+    from jobs.ray_training import TrainConfig
+    from jobs.train import main as train_main
+    from reflectrm.training.data import load_rows
     from reflectrm.training.trainer import LocalSession, train_worker
     from tests.helpers import write_toy_mix
 
@@ -55,10 +73,15 @@ def main() -> None:
     data = write_toy_mix(tmp / "mix.parquet", 12)
 
     cfg = parse_job_config(TrainConfig, argv_for(args.model, args.steps, data, tmp / "plain"), "")
-    rows, held = load_rows(cfg)
+    rows, held, _ = load_rows(cfg.recipe, cfg.data, cfg.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
-    train_worker(cfg.loop(), LocalSession(rows, cfg.trainer.prompts_per_worker, tmp / "plain"), len(rows) // cfg.trainer.prompts_per_worker, held)
+    train_worker(
+        cfg,
+        LocalSession(rows, cfg.trainer.prompts_per_worker, tmp / "plain"),
+        len(rows) // cfg.trainer.prompts_per_worker,
+        held,
+    )
     plain_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -67,7 +90,9 @@ def main() -> None:
 
     plain, ray = step_stats(tmp / "plain"), step_stats(tmp / "ray")
     report = {
-        "model": args.model, "cpus": os.cpu_count(), "steps": args.steps,
+        "model": args.model,
+        "cpus": os.cpu_count(),
+        "steps": args.steps,
         "config": "GRPO, 2 prompts x 4 rollouts x 64 new tokens per step, 1 worker, full fine-tuning, fp32",
         "plain_process": {"wall_seconds": round(plain_s, 1), **plain},
         "ray_train_1_worker": {"wall_seconds": round(ray_s, 1), **ray},

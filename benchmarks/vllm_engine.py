@@ -14,13 +14,12 @@ Use a model that writes valid judgments (a trained one), or stage 2 never runs a
 
 from __future__ import annotations
 
-import argparse
 import gc
 import json
 import os
 import time
 
-from benchmarks.common import RESULTS, SHARED, write_report
+from benchmarks.common import SHARED, parse, parser, write_report
 from reflectrm.config import JudgeConfig, ModelConfig, VLLMConfig
 from reflectrm.engines import load_engine
 from reflectrm.inference import Judge
@@ -58,28 +57,41 @@ def run_methods(engine, pairs, cfg: JudgeConfig, batch: int) -> dict:
             "valid_rate": round(sum(r.valid_rate for r in results) / len(results), 3),
             "preferred": [r.preferred for r in results],
         }
-        print(f"  {mode}: {s:.1f} s, {gen} tokens, {gen / s:.1f} tokens/s, stage-2 calls {out[mode]['stage2_calls']}", flush=True)
+        print(
+            f"  {mode}: {s:.1f} s, {gen} tokens, {gen / s:.1f} tokens/s, stage-2 calls {out[mode]['stage2_calls']}",
+            flush=True,
+        )
     out["reflect_over_majority_seconds"] = round(out["reflect"]["seconds"] / out["majority"]["seconds"], 3)
     return out
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = parser("vllm_engine", __doc__)
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--pairs", type=int, default=16)
     ap.add_argument("--n", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=128)
     ap.add_argument("--batch", type=int, default=16, help="pairs per Judge call (one engine call per stage)")
     ap.add_argument("--engines", default="hf,vllm", help="of hf, vllm, vllm_no_prefix_cache")
-    ap.add_argument("--output", default=str(RESULTS / "vllm_engine.json"))
-    args = ap.parse_args()
+    args = parse(ap)
     pairs, source = load_pairs(args.pairs)
     # skip_unanimous off: stage 2 runs for every pair with 2+ valid judgments (a trained small model is
     # often unanimous, and stage 2 would then be skipped, measuring nothing); this is reflect's worst case.
     cfg = JudgeConfig(n=args.n, max_new_tokens=args.max_new_tokens, seed=0, skip_unanimous=False)
-    report: dict = {"model": args.model, "pairs": source, "n": args.n, "max_new_tokens": args.max_new_tokens, "cpus": os.cpu_count(), "engines": {}}
+    report: dict = {
+        "model": args.model,
+        "pairs": source,
+        "n": args.n,
+        "max_new_tokens": args.max_new_tokens,
+        "cpus": os.cpu_count(),
+        "engines": {},
+    }
     for name in args.engines.split(","):
-        model = ModelConfig(name=args.model, engine="hf" if name == "hf" else "vllm", vllm=VLLMConfig(prefix_caching=name != "vllm_no_prefix_cache"))
+        model = ModelConfig(
+            name=args.model,
+            engine="hf" if name == "hf" else "vllm",
+            vllm=VLLMConfig(prefix_caching=name != "vllm_no_prefix_cache"),
+        )
         print(f"{name}: loading", flush=True)
         t0 = time.perf_counter()
         engine = load_engine(model)
@@ -94,9 +106,17 @@ def main() -> None:
         for name in e:
             if name != "hf":
                 for mode in ("majority", "reflect"):
-                    report[f"{name}_over_hf_tokens_per_s_{mode}"] = round(e[name][mode]["tokens_per_s"] / e["hf"][mode]["tokens_per_s"], 2)
-                    report[f"hf_over_{name}_seconds_{mode}"] = round(e["hf"][mode]["seconds"] / e[name][mode]["seconds"], 2)
-        report["same_verdicts_as_hf"] = {n: {m: e[n][m]["preferred"] == e["hf"][m]["preferred"] for m in ("majority", "reflect")} for n in e if n != "hf"}
+                    report[f"{name}_over_hf_tokens_per_s_{mode}"] = round(
+                        e[name][mode]["tokens_per_s"] / e["hf"][mode]["tokens_per_s"], 2
+                    )
+                    report[f"hf_over_{name}_seconds_{mode}"] = round(
+                        e["hf"][mode]["seconds"] / e[name][mode]["seconds"], 2
+                    )
+        report["same_verdicts_as_hf"] = {
+            n: {m: e[n][m]["preferred"] == e["hf"][m]["preferred"] for m in ("majority", "reflect")}
+            for n in e
+            if n != "hf"
+        }
     print(json.dumps({k: v for k, v in report.items() if k != "engines"}, indent=2))
     write_report(report, args.output)
 

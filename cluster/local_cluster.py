@@ -49,16 +49,22 @@ def _ray() -> str:
 def _node_ports(min_worker_port: int) -> list[str]:
     """Every port a node opens, chosen free, so several nodes share one machine without clashing."""
     return [
-        f"--node-manager-port={free_port()}", f"--object-manager-port={free_port()}",
-        f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
-        f"--metrics-export-port={free_port()}", f"--runtime-env-agent-port={free_port()}",
-        f"--min-worker-port={min_worker_port}", f"--max-worker-port={min_worker_port + 199}",
+        f"--node-manager-port={free_port()}",
+        f"--object-manager-port={free_port()}",
+        f"--dashboard-agent-listen-port={free_port()}",
+        f"--dashboard-agent-grpc-port={free_port()}",
+        f"--metrics-export-port={free_port()}",
+        f"--runtime-env-agent-port={free_port()}",
+        f"--min-worker-port={min_worker_port}",
+        f"--max-worker-port={min_worker_port + 199}",
     ]
 
 
 def _spawn(args: list[str], log: Path) -> int:
     out = open(log, "ab")
-    proc = subprocess.Popen([_ray(), "start", "--block", *args], stdout=out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+    proc = subprocess.Popen(
+        [_ray(), "start", "--block", *args], stdout=out, stderr=subprocess.STDOUT, env=_env(), start_new_session=True
+    )
     return proc.pid
 
 
@@ -103,25 +109,61 @@ def _nodes_alive(dashboard: str) -> int:
     return sum(1 for n in data["data"]["summary"] if n["raylet"]["state"] == "ALIVE")
 
 
-def start(workers: int = 1, head_cpus: float = 1, worker_cpus: float = 2, object_store_mb: int = 400, timeout_s: float = 300) -> dict:
+def start(
+    workers: int = 1, head_cpus: float = 1, worker_cpus: float = 2, object_store_mb: int = 400, timeout_s: float = 300
+) -> dict:
     if STATE.exists() and any(_alive(p) for p in json.loads(STATE.read_text())["pids"]):
-        raise SystemExit(f"a local cluster is already running (state in {STATE}): `python -m cluster.local_cluster stop` first")
+        raise SystemExit(
+            f"a local cluster is already running (state in {STATE}): `python -m cluster.local_cluster stop` first"
+        )
     STATE.parent.mkdir(parents=True, exist_ok=True)
     logs = STATE.parent / "local_cluster_logs"
     logs.mkdir(exist_ok=True)
     gcs, dash = free_port(), free_port()
     store = str(object_store_mb * 1024 * 1024)
-    pids = [_spawn(["--head", f"--port={gcs}", "--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
-                    "--include-dashboard=true", f"--num-cpus={head_cpus}", "--num-gpus=0", f"--object-store-memory={store}",
-                    '--resources={"head_node": 1}', *_node_ports(20000)], logs / "head.log")]
+    pids = [
+        _spawn(
+            [
+                "--head",
+                f"--port={gcs}",
+                "--node-ip-address=127.0.0.1",
+                "--dashboard-host=127.0.0.1",
+                f"--dashboard-port={dash}",
+                "--include-dashboard=true",
+                f"--num-cpus={head_cpus}",
+                "--num-gpus=0",
+                f"--object-store-memory={store}",
+                '--resources={"head_node": 1}',
+                *_node_ports(20000),
+            ],
+            logs / "head.log",
+        )
+    ]
     dashboard = f"http://127.0.0.1:{dash}"
-    state = {"address": f"127.0.0.1:{gcs}", "dashboard": dashboard, "pids": pids, "nodes": 1 + workers, "logs": str(logs)}
+    state = {
+        "address": f"127.0.0.1:{gcs}",
+        "dashboard": dashboard,
+        "pids": pids,
+        "nodes": 1 + workers,
+        "logs": str(logs),
+    }
     STATE.write_text(json.dumps(state))
     _wait(dashboard, 1, timeout_s, pids)
     for i in range(workers):
-        pids.append(_spawn([f"--address=127.0.0.1:{gcs}", "--node-ip-address=127.0.0.1", f"--num-cpus={worker_cpus}", "--num-gpus=0",
-                            f"--object-store-memory={store}", f'--resources={{"worker_node": 1, "worker_{i}": 1}}', *_node_ports(20200 + 200 * i)],
-                           logs / f"worker_{i}.log"))
+        pids.append(
+            _spawn(
+                [
+                    f"--address=127.0.0.1:{gcs}",
+                    "--node-ip-address=127.0.0.1",
+                    f"--num-cpus={worker_cpus}",
+                    "--num-gpus=0",
+                    f"--object-store-memory={store}",
+                    f'--resources={{"worker_node": 1, "worker_{i}": 1}}',
+                    *_node_ports(20200 + 200 * i),
+                ],
+                logs / f"worker_{i}.log",
+            )
+        )
         STATE.write_text(json.dumps(state))
     _wait(dashboard, 1 + workers, timeout_s, pids)
     return state
@@ -132,7 +174,9 @@ def _wait(dashboard: str, nodes: int, timeout_s: float, pids: list[int]) -> None
     while time.monotonic() < deadline:
         if not all(_alive(p) for p in pids):
             stop()
-            raise SystemExit(f"a Ray node exited during start-up: see the logs in {STATE.parent / 'local_cluster_logs'}")
+            raise SystemExit(
+                f"a Ray node exited during start-up: see the logs in {STATE.parent / 'local_cluster_logs'}"
+            )
         try:
             if _nodes_alive(dashboard) >= nodes:
                 return
@@ -140,7 +184,9 @@ def _wait(dashboard: str, nodes: int, timeout_s: float, pids: list[int]) -> None
             pass
         time.sleep(1)
     stop()
-    raise SystemExit(f"the cluster did not reach {nodes} live nodes in {timeout_s:.0f} s: see {STATE.parent / 'local_cluster_logs'}")
+    raise SystemExit(
+        f"the cluster did not reach {nodes} live nodes in {timeout_s:.0f} s: see {STATE.parent / 'local_cluster_logs'}"
+    )
 
 
 def stop(grace_s: float = 10) -> int:
@@ -205,9 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.command == "start":
         state = start(args.workers, args.head_cpus, args.worker_cpus, args.object_store_mb)
-        print(f"local Ray cluster: {state['nodes']} nodes, GCS {state['address']}, dashboard and job API {state['dashboard']}")
+        print(
+            f"local Ray cluster: {state['nodes']} nodes, GCS {state['address']}, dashboard and job API {state['dashboard']}"
+        )
         print(f"  export RAY_AUTH_MODE=disabled RAY_ADDRESS={state['dashboard']}")
-        print("  ray job submit --working-dir . -- python -m jobs.score --config jobs/configs/score.yaml output=/tmp/reflectrm/score")
+        print(
+            "  ray job submit --working-dir . -- python -m jobs.score --config jobs/configs/score.yaml output=/tmp/reflectrm/score"
+        )
         print("  python -m cluster.local_cluster stop")
     elif args.command == "stop":
         print(f"stopped {stop()} node process group(s)")

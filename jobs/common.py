@@ -1,13 +1,16 @@
-"""What every job entry does first: parse `--config FILE` plus dotted overrides into a typed config."""
+"""What every job entry does first and last: parse `--config FILE` plus dotted overrides into a
+typed config, show a short summary of it, and turn a user's mistake into one line and exit code 2."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
+import threading
 from pathlib import Path
-from typing import Literal, Sequence, TypeVar
+from typing import Any, Iterator, Literal, Sequence, TypeVar
 
 from reflectrm.config import ConfigError, load_config, to_dict
 
@@ -15,14 +18,28 @@ T = TypeVar("T")
 
 
 def parse_job_config(cls: type[T], argv: Sequence[str] | None, description: str) -> T:
-    parser = argparse.ArgumentParser(description=description)
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config file (jobs/configs/...)")
+    parser.add_argument(
+        "--verbose", action="store_true", help="show Ray Data's, Ray Train's and vLLM's own logs (ray.verbose=true)"
+    )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. judge.n=4 model.name=tiny-random")
     args = parser.parse_args(argv)
+    overrides = [*args.overrides, *(["ray.verbose=true"] if args.verbose else [])]
     try:
-        return load_config(cls, args.config, args.overrides)
+        return load_config(cls, args.config, overrides)
     except ConfigError as err:
         print(f"config error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+@contextlib.contextmanager
+def user_errors(job: str) -> Iterator[None]:
+    """A mistake the user can fix (bad data, a missing file) ends the job with its message and exit 2."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{job}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
 
 
@@ -42,3 +59,38 @@ def run_folder(cfg: object, output: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=2))
     return out
+
+
+def describe(job: str, out: Path, **settings: Any) -> str:
+    """The few lines a job prints first: what runs, with which settings, and where everything goes."""
+    shown = "  ".join(f"{k}={v}" for k, v in settings.items() if v is not None)
+    return f"{job}: {shown}\n  output {out} (the whole config: config.json; Ray's and vLLM's logs: logs/)"
+
+
+def follow_progress(fit: Any, metrics: Path, total: int, initial: int, desc: str) -> None:
+    """Run `fit` on a thread; meanwhile a bar on the driver follows the steps in metrics.jsonl."""
+    from tqdm import tqdm
+
+    from reflectrm.training.trainer import read_metrics
+
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            fit()
+        except BaseException as err:  # noqa: BLE001 (re-raised on the driver's thread below)
+            failure.append(err)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    with tqdm(total=total, initial=initial, desc=desc, unit="step") as bar:
+        while thread.is_alive():
+            thread.join(timeout=1.0)
+            rows = read_metrics(metrics)
+            if rows and rows[-1]["step"] > bar.n:
+                bar.update(rows[-1]["step"] - bar.n)
+                bar.set_postfix_str(
+                    " ".join(f"{k} {rows[-1][k]:.3f}" for k in ("loss", "reward_mean", "valid_rate") if k in rows[-1])
+                )
+    if failure:
+        raise failure[0]

@@ -1,11 +1,22 @@
-"""Ray set-up shared by the jobs: where Ray runs (RayConfig) and the shape of an engine actor pool (PoolConfig)."""
+"""Ray set-up shared by the jobs: where Ray runs (RayConfig), the shape of an engine actor pool
+(PoolConfig), and where the logs go.
+
+On the embedded local Ray the console shows only what the job prints (its config summary, one
+progress bar per stage, its table). Everything the Ray workers print (Ray Data, Ray Train, vLLM's
+start-up, C++ warnings) goes to OUTPUT/logs/workers.log, and Ray Data's driver log to
+OUTPUT/logs/ray-data.log; `--verbose` (ray.verbose=true) shows them instead. On a cluster
+(ray.address or $RAY_ADDRESS) nothing is redirected: `ray job logs` is where people look there.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
 import os
+from pathlib import Path
 from typing import Any
+
+WORKER_LOG_ENV = "REFLECTRM_WORKER_LOG"  # set for the workers of an embedded Ray: where their output goes
 
 
 @dataclasses.dataclass(frozen=True)
@@ -14,6 +25,7 @@ class RayConfig:
 
     address: str | None = None  # None: $RAY_ADDRESS (set by `ray job submit`) or a new embedded local Ray
     num_cpus: int | None = None  # logical CPUs of an embedded local Ray (None: all cores)
+    verbose: bool = False  # show Ray's and vLLM's own logs on the console (else: OUTPUT/logs/); `--verbose`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -37,21 +49,26 @@ class PoolConfig:
 
         return {
             "batch_size": self.batch_size,
+            "batch_format": "pyarrow",  # plain typed columns in and out (rows_of / table_of)
             "compute": ray.data.ActorPoolStrategy(size=self.actors),
             "num_cpus": self.cpus,
             "num_gpus": self.gpus,
         }
 
 
-def rows_of(batch: dict[str, Any]) -> list[dict[str, Any]]:
-    """A Ray Data batch (column -> values) as rows."""
+def rows_of(batch: Any) -> list[dict[str, Any]]:
+    """A Ray Data batch (an Arrow table, or column -> values) as rows of Python values."""
+    if hasattr(batch, "to_pylist"):
+        return batch.to_pylist()
     keys = list(batch)
     return [dict(zip(keys, values)) for values in zip(*(list(batch[k]) for k in keys))]
 
 
-def batch_of(rows: list[dict[str, Any]]) -> dict[str, list]:
-    """Rows as a Ray Data batch (column -> values)."""
-    return {k: [r[k] for r in rows] for k in rows[0]} if rows else {}
+def table_of(rows: list[dict[str, Any]]) -> Any:
+    """Rows as an Arrow table (the batch format the pools hand on)."""
+    import pyarrow as pa
+
+    return pa.Table.from_pylist(rows)
 
 
 def set_threads(threads: int | None) -> None:
@@ -62,24 +79,59 @@ def set_threads(threads: int | None) -> None:
 
 
 def quiet_workers() -> None:
-    """Runs first in every worker of an embedded local Ray. Ray Train's placement-group cleaner asks the
-    state API (served by the dashboard, which the embedded Ray does not start) once a second whether
-    the training controller is alive, and logs a warning each time it cannot. That check only matters
-    if the controller dies abruptly; a run that ends removes its placement group itself."""
+    """Runs first in every worker process of an embedded local Ray.
+
+    - With $REFLECTRM_WORKER_LOG set, the process's stdout and stderr (file descriptors 1 and 2, so
+      C++ logs and vLLM's engine-core subprocesses too) append to that file. Errors still reach the
+      driver: Ray returns a task's exception with its traceback.
+    - Ray Train's placement-group cleaner asks the state API (served by the dashboard, which the
+      embedded Ray does not start) once a second whether the controller is alive and warns each
+      time it cannot; that check only matters if the controller dies abruptly.
+    """
     logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+    path = os.environ.get(WORKER_LOG_ENV)
+    if path:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.close(fd)
 
 
-def init_ray(cfg: RayConfig) -> None:
+def _route_driver_logs(log_dir: Path) -> None:
+    """Ray Data's own driver log lines (execution plans, 'progress will be logged', ...) to a file."""
+    handler = logging.FileHandler(log_dir / "ray-data.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    for name in ("ray.data", "ray.train", "ray.tune"):
+        logger = logging.getLogger(name)
+        for old in list(logger.handlers):
+            if not isinstance(old, logging.FileHandler):
+                logger.removeHandler(old)
+        logger.addHandler(handler)
+        logger.propagate = False
+
+
+def init_ray(cfg: RayConfig, output: Path | None = None) -> None:
+    """Connect to the cluster, or start the embedded local Ray with its logs under `output`/logs."""
     import ray
+    import ray.data  # its import configures the ray.data logger: route it only after that
 
-    if ray.is_initialized():
-        return
-    address = cfg.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, logging_level=logging.WARNING)
-    else:
-        # No dashboard on the embedded Ray (2 cores); quiet_workers silences what needs one.
-        ray.init(num_cpus=cfg.num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-                 runtime_env={"worker_process_setup_hook": quiet_workers})
+    if not ray.is_initialized():
+        address = cfg.address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, logging_level=logging.WARNING)
+        else:
+            env_vars = {}
+            if output is not None and not cfg.verbose:
+                log_dir = Path(output).resolve() / "logs"
+                log_dir.mkdir(parents=True, exist_ok=True)
+                env_vars[WORKER_LOG_ENV] = str(log_dir / "workers.log")
+                _route_driver_logs(log_dir)
+            # No dashboard on the embedded Ray (2 cores); quiet_workers silences what needs one.
+            ray.init(
+                num_cpus=cfg.num_cpus,
+                include_dashboard=False,
+                logging_level=logging.WARNING,
+                runtime_env={"worker_process_setup_hook": quiet_workers, "env_vars": env_vars},
+            )
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = True
+    ctx.enable_progress_bars = cfg.verbose  # each job draws its own bar per stage (counts and ETA)

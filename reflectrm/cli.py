@@ -1,31 +1,58 @@
-"""The `reflectrm` command.
+"""The `reflectrm` command. Settings are the same dotted overrides as the jobs' (`model=NAME`,
+`judge.n=8`, `judge.mode=majority`, `model.engine=vllm`, `prompt.suffix=/no_think`), so a new knob
+is added once, in its config section (reflectrm/config.py).
 
-    reflectrm judge --prompt TEXT --response-1 TEXT --response-2 TEXT [--mode reflect] [--json]
-    reflectrm judge --input pairs.jsonl --output results.jsonl
+    reflectrm judge --prompt TEXT --response-1 TEXT --response-2 TEXT [judge.mode=reflect ...] [--json]
+    reflectrm judge --input pairs.jsonl --output results.jsonl [model=PATH judge.n=8 ...]
     reflectrm data inspect PATH --format llmbar
     reflectrm data synth --n 2000 --output synth.parquet
     reflectrm models prepare smollm2-135m-instruct
     reflectrm models list
-    reflectrm serve --model smollm2-135m-instruct [--host 127.0.0.1] [--port 8000]
+    reflectrm serve [model=NAME ...] [--host 127.0.0.1] [--port 8000]      (serve/cli.py)
 
-Bad arguments give a one-line error and exit code 2.
+Bad arguments give a one-line error and exit code 2. `--json` output is pure: while the engine
+loads and runs, everything else written to stdout (by Python, C code or vLLM's engine process) goes
+to stderr.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import contextlib
+import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import IO, Any, Iterator, Sequence
 
-from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig
+from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig, load_config
 from reflectrm.data.loaders import FORMATS
-from reflectrm.inference import MODES
-from reflectrm.records import PreferencePair, messages_from
+from reflectrm.requests import InvalidRequest, pair_from_request
 
-ENGINES = ("auto", "hf", "vllm")
+# Flags of earlier versions, now dotted overrides: a one-line hint instead of argparse's bare error.
+RETIRED_FLAGS = {
+    "--model": "model=NAME",
+    "--engine": "model.engine=vllm",
+    "--mode": "judge.mode=majority",
+    "--n": "judge.n=8",
+    "--max-new-tokens": "judge.max_new_tokens=256",
+    "--temperature": "judge.temperature=1.0",
+    "--seed": "judge.seed=0",
+    "--suffix": "prompt.suffix=/no_think",
+    "--trust-remote-code": "model.trust_remote_code=true",
+    "--batch-size": "batch_size=8",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class JudgeCommand:
+    """What `reflectrm judge` reads from `--config FILE` and `KEY=VALUE` overrides."""
+
+    model: ModelConfig = ModelConfig()
+    prompt: PromptConfig = PromptConfig()
+    judge: JudgeConfig = JudgeConfig()
+    batch_size: int = 8  # pairs per engine call with --input
 
 
 class UsageError(Exception):
@@ -34,7 +61,17 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints the usage too)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        hint = next(
+            (
+                f" (now a dotted override: {new})"
+                for old, new in RETIRED_FLAGS.items()
+                if f"{old} " in f"{message} " or f"{old}," in message
+            ),
+            "",
+        )
+        if "'serve'" in message:
+            hint = " (`reflectrm serve` is the console script's command: serve/cli.py)"
+        print(f"{self.prog}: error: {message}{hint}", file=sys.stderr)
         raise SystemExit(2)
 
 
@@ -48,28 +85,29 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> tuple[argparse.ArgumentParser, Any]:
+    """(the parser, its subcommands): serve/cli.py adds `serve` to the same parser."""
     parser = _Parser(prog="reflectrm", description="Self-reflective generative reward models.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     j = sub.add_parser("judge", help="judge one pair, or a JSONL file of pairs")
-    j.add_argument("--model", default=ModelConfig.name, help="alias, local HF folder or hub id")
-    j.add_argument("--engine", choices=ENGINES, default=ModelConfig.engine, help="auto: vllm where installed, else hf")
+    j.add_argument(
+        "overrides",
+        nargs="*",
+        help="dotted settings, e.g. model=tiny-random judge.n=8 judge.mode=majority model.engine=hf",
+    )
+    j.add_argument("--config", help="a YAML file of the same settings (model:, judge:, prompt:, batch_size:)")
     j.add_argument("--prompt", help="the user prompt (or use --messages)")
     j.add_argument("--messages", help="the conversation as a JSON list of {role, content}")
     j.add_argument("--response-1", dest="response_1")
     j.add_argument("--response-2", dest="response_2")
-    j.add_argument("--input", type=Path, help="JSONL/JSON/Parquet rows with prompt (or messages), response_1, response_2")
+    j.add_argument(
+        "--input", type=Path, help="JSONL/JSON/Parquet rows with prompt (or messages), response_1, response_2"
+    )
     j.add_argument("--output", type=Path, help="where --input's results go (JSONL)")
-    j.add_argument("--mode", choices=MODES, default=JudgeConfig.mode)
-    j.add_argument("--n", type=_positive_int, default=JudgeConfig.n, help="stage-1 samples")
-    j.add_argument("--max-new-tokens", type=_positive_int, default=JudgeConfig.max_new_tokens)
-    j.add_argument("--temperature", type=float, default=JudgeConfig.temperature)
-    j.add_argument("--seed", type=int, default=JudgeConfig.seed)
-    j.add_argument("--suffix", default=PromptConfig.suffix, help="appended to every prompt, e.g. /no_think")
-    j.add_argument("--batch-size", type=_positive_int, default=8, help="pairs per engine call with --input")
-    j.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code (off by default)")
-    j.add_argument("--json", action="store_true", help="print the whole result as one JSON object")
+    j.add_argument(
+        "--json", action="store_true", help="print the whole result as one JSON object (and nothing else on stdout)"
+    )
 
     d = sub.add_parser("data", help="inspect a preference file, or write the synthetic set")
     dsub = d.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -88,21 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     prep = msub.add_parser("prepare", help="build an alias into the cache ($REFLECTRM_HOME)")
     prep.add_argument("name")
     msub.add_parser("list", help="list the aliases and where they are cached")
-
-    s = sub.add_parser("serve", help="the HTTP judge service on a local Ray (serve/app.py); Ctrl-C stops it")
-    s.add_argument("--model", default=ModelConfig.name, help="alias, local HF folder or hub id")
-    s.add_argument("--engine", choices=ENGINES, default=ModelConfig.engine, help="auto: vllm where installed, else hf")
-    s.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
-    s.add_argument("--port", type=_positive_int, default=8000)
-    s.add_argument("--num-cpus", type=_positive_int, default=None, help="logical CPUs of the local Ray")
-    s.add_argument("--n", type=_positive_int, default=JudgeConfig.n, help="default stage-1 samples per request")
-    s.add_argument("--max-new-tokens", type=_positive_int, default=JudgeConfig.max_new_tokens, help="default per request")
-    s.add_argument("--trust-remote-code", action="store_true", help="allow the model folder's own code (off by default)")
-    return parser
+    return parser, sub
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser, _ = build_parser()
+    return run(parser.parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         if args.command == "judge":
             return _judge(args)
@@ -110,14 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _models(args)
         if args.command == "data":
             return _data(args)
-        if args.command == "serve":
-            # The one hand-off from the library's CLI to the app layer, by name: the library itself never imports Ray.
-            importlib.import_module("serve.cli").run(
-                args.model, args.host, args.port, args.num_cpus, engine=args.engine, trust_remote_code=args.trust_remote_code,
-                judge={"n": args.n, "max_new_tokens": args.max_new_tokens},
-            )
-            return 0
-    except (UsageError, ConfigError, FileNotFoundError, ValueError) as err:
+    except (UsageError, ConfigError, InvalidRequest, FileNotFoundError, ValueError) as err:
         print(f"reflectrm {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
@@ -126,22 +151,41 @@ def main(argv: Sequence[str] | None = None) -> int:
 # --------------------------------------------------------------------------- judge
 
 
-def _pair_from_args(args: argparse.Namespace) -> PreferencePair:
+def _pair_from_args(args: argparse.Namespace) -> Any:
     if (args.prompt is None) == (args.messages is None):
         raise UsageError("give exactly one of --prompt or --messages (or use --input FILE)")
     if not args.response_1 or not args.response_2:
         raise UsageError("--response-1 and --response-2 are required and must not be empty")
-    context: Any = args.prompt
+    messages = None
     if args.messages is not None:
         try:
-            context = json.loads(args.messages)
+            messages = json.loads(args.messages)
         except json.JSONDecodeError as err:
             raise UsageError(f"--messages is not valid JSON ({err.msg} at char {err.pos})") from None
-        if not isinstance(context, list):
-            raise UsageError("--messages must be a JSON list of {role, content} objects")
-    if isinstance(context, str) and not context.strip():
-        raise UsageError("--prompt must not be empty")
-    return PreferencePair("", messages_from(context), args.response_1, args.response_2)
+    try:
+        return pair_from_request(args.prompt, messages, args.response_1, args.response_2)
+    except InvalidRequest as err:  # the same checks as the service's, named as flags here
+        raise UsageError(f"--{err.field.replace('_', '-')}: {err.message}") from None
+
+
+@contextlib.contextmanager
+def _data_stdout() -> Iterator[IO[str]]:
+    """A stream for the command's data; meanwhile file descriptor 1 (Python, C code, child
+    processes started now, such as vLLM's engine core) writes to stderr. vLLM's own log handler
+    is pointed at stderr too, for the lines it writes after we return (its shutdown)."""
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    data = os.fdopen(os.dup(saved), "w")
+    try:
+        yield data
+    finally:
+        data.flush()
+        data.close()
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _judge(args: argparse.Namespace) -> int:
@@ -149,36 +193,50 @@ def _judge(args: argparse.Namespace) -> int:
         raise UsageError("--output needs --input")
     if args.input and args.output is None:
         raise UsageError("--input needs --output FILE for the results")
+    cfg = load_config(JudgeCommand, args.config, args.overrides)
     if args.input:
         from reflectrm.data.loaders import load_pairs
 
         pairs, _ = load_pairs("judge-input", args.input)
     else:
         pairs = [_pair_from_args(args)]
-    cfg = JudgeConfig(mode=args.mode, n=args.n, max_new_tokens=args.max_new_tokens, temperature=args.temperature, seed=args.seed)
+    if args.json:
+        with _data_stdout() as data:
+            results = _run_judge(cfg, pairs[:1])
+            data.write(json.dumps(results[0].to_dict(), indent=2) + "\n")
+        return 0
+    if args.input is None:
+        print(_describe(_run_judge(cfg, pairs)[0].to_dict()))
+        return 0
+    counts = {1: 0, 2: 0, None: 0}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.output, "w") as out:
+        for result in _run_judge(cfg, pairs, progress=True):
+            out.write(json.dumps(result.to_dict()) + "\n")
+            counts[result.preferred] += 1
+    print(
+        f"{len(pairs)} pairs -> {args.output}: response 1 preferred {counts[1]}, response 2 {counts[2]}, no valid verdict {counts[None]}"
+    )
+    return 0
+
+
+def _run_judge(cfg: JudgeCommand, pairs: Sequence[Any], progress: bool = False) -> list[Any]:
+    from tqdm import tqdm
 
     from reflectrm.engines import load_engine
     from reflectrm.inference import Judge
 
-    engine = load_engine(ModelConfig(name=args.model, engine=args.engine, trust_remote_code=args.trust_remote_code))
-    judge = Judge(engine, cfg, PromptConfig(suffix=args.suffix))
-    if args.input is None:
-        result = judge.judge_one(pairs[0])
-        print(json.dumps(result.to_dict(), indent=2) if args.json else _describe(result.to_dict()))
-        return 0
-
-    from tqdm import tqdm
-
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    counts = {1: 0, 2: 0, None: 0}
-    with open(args.output, "w") as out, tqdm(total=len(pairs), desc=f"judge ({args.mode})", unit="pair") as bar:
-        for start in range(0, len(pairs), args.batch_size):
-            for result in judge.judge(pairs[start : start + args.batch_size]):
-                out.write(json.dumps(result.to_dict()) + "\n")
-                counts[result.preferred] += 1
-                bar.update(1)
-    print(f"{len(pairs)} pairs -> {args.output}: response 1 preferred {counts[1]}, response 2 {counts[2]}, no valid verdict {counts[None]}")
-    return 0
+    engine = load_engine(cfg.model)
+    judge = Judge(engine, cfg.judge, cfg.prompt)
+    results = []
+    with tqdm(total=len(pairs), desc=f"judge ({cfg.judge.mode})", unit="pair", disable=not progress) as bar:
+        for start in range(0, len(pairs), cfg.batch_size):
+            batch = judge.judge(pairs[start : start + cfg.batch_size])
+            results += batch
+            bar.update(len(batch))
+    if hasattr(engine, "close"):
+        engine.close()
+    return results
 
 
 def _describe(r: dict[str, Any]) -> str:
@@ -225,15 +283,28 @@ def _data(args: argparse.Namespace) -> int:
     prompt_lens = sorted(count_chat_tokens(tok, response_prompt(p)) for p in pairs)
     resp_lens = sorted(count(r) for p in pairs for r in (p.response_1, p.response_2))
     labels = Counter(p.label for p in pairs)
-    print(f"{args.path} ({args.format}): {stats.rows_read} rows read, {stats.pairs} pairs, {stats.bad_rows} bad rows skipped, {stats.ties_dropped} ties dropped")
+    print(
+        f"{args.path} ({args.format}): {stats.rows_read} rows read, {stats.pairs} pairs, {stats.bad_rows} bad rows skipped, {stats.ties_dropped} ties dropped"
+    )
     print(f"labels: response 1 better {labels[1]}, response 2 better {labels[2]}, unlabelled {labels[None]}")
     subsets = Counter(p.subset or "-" for p in pairs)
     print(table(["subset", "pairs"], sorted(subsets.items(), key=lambda kv: -kv[1])[:30]))
     pct = lambda xs, q: xs[min(len(xs) - 1, int(q * len(xs)))]  # noqa: E731
-    print(table(["tokens", "mean", "p50", "p95", "max"], [
-        ["judge prompt", sum(prompt_lens) / len(prompt_lens), pct(prompt_lens, 0.5), pct(prompt_lens, 0.95), prompt_lens[-1]],
-        ["response", sum(resp_lens) / len(resp_lens), pct(resp_lens, 0.5), pct(resp_lens, 0.95), resp_lens[-1]],
-    ]))
+    print(
+        table(
+            ["tokens", "mean", "p50", "p95", "max"],
+            [
+                [
+                    "judge prompt",
+                    sum(prompt_lens) / len(prompt_lens),
+                    pct(prompt_lens, 0.5),
+                    pct(prompt_lens, 0.95),
+                    prompt_lens[-1],
+                ],
+                ["response", sum(resp_lens) / len(resp_lens), pct(resp_lens, 0.5), pct(resp_lens, 0.95), resp_lens[-1]],
+            ],
+        )
+    )
     return 0
 
 
@@ -241,7 +312,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from reflectrm.models import ALIASES, home, resolve_model
+    from reflectrm.models import ALIASES, TRAINED, home, resolve_model
 
     if args.models_command == "list":
         for alias in ALIASES:
@@ -250,9 +321,14 @@ def _models(args: argparse.Namespace) -> int:
         return 0
     if args.name not in ALIASES:
         raise UsageError(f"unknown alias {args.name!r}; aliases: {', '.join(ALIASES)}")
+    if args.name in TRAINED:  # built by training: this command sits above the trainer, the registry below it
+        from reflectrm.training.tiny_judge import prepare
+
+        print(prepare())
+        return 0
     print(resolve_model(args.name))
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main())  # every command but `serve`; the console script `reflectrm` has them all

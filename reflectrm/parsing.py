@@ -33,7 +33,9 @@ def parse_output(text: str, task: Task = "response") -> ParsedOutput:
             return ParsedOutput(None, None, f"{tag} appears {count} times")
     a_open, a_close, r_open, r_close = (text.index(tag) for tag in _TAGS)
     if not a_open < a_close < r_open < r_close:
-        return ParsedOutput(None, None, "blocks out of order: expected <Analysis>...</Analysis> then <Result>...</Result>")
+        return ParsedOutput(
+            None, None, "blocks out of order: expected <Analysis>...</Analysis> then <Result>...</Result>"
+        )
     analysis = text[a_open + len("<Analysis>") : a_close].strip()
     if not analysis:
         return ParsedOutput(None, None, "empty analysis")

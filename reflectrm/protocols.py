@@ -22,8 +22,17 @@ _TURN_PATTERNS = (
     re.compile(r"<start_of_turn>(\w+)\n(.*?)(?:<end_of_turn>|$)", re.S),
 )
 # Special tokens that may remain around plain text (BOS/EOS/end-of-turn markers of common tokenizers).
-_SPECIAL = re.compile(r"<\|(?:im_end|im_start|endoftext|eot_id|end_of_text|begin_of_text|end|assistant|user)\|>|</?s>|<end_of_turn>|<eos>|<bos>")
-_ROLES = {"system": "system", "user": "user", "human": "user", "assistant": "assistant", "model": "assistant", "gpt": "assistant"}
+_SPECIAL = re.compile(
+    r"<\|(?:im_end|im_start|endoftext|eot_id|end_of_text|begin_of_text|end|assistant|user)\|>|</?s>|<end_of_turn>|<eos>|<bos>"
+)
+_ROLES = {
+    "system": "system",
+    "user": "user",
+    "human": "user",
+    "assistant": "assistant",
+    "model": "assistant",
+    "gpt": "assistant",
+}
 
 
 def strip_special(text: str) -> str:
@@ -77,8 +86,41 @@ def read_reward_sample(query: Any, prompt: Any, label: Any) -> RewardSample:
 
 
 def _split_last_assistant(query: str) -> tuple[str, str]:
-    for marker in ("<|im_start|>assistant\n", "<|start_header_id|>assistant<|end_header_id|>\n\n", "<start_of_turn>model\n"):
+    for marker in (
+        "<|im_start|>assistant\n",
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        "<start_of_turn>model\n",
+    ):
         at = query.rfind(marker)
         if at >= 0:
             return query[: at + len(marker)], query[at + len(marker) :]
     return "", query
+
+
+def read_reward_request(body: Any) -> list[tuple[Any, Any, Any]]:
+    """OpenRLHF's /get_reward body, `{query, prompts?, labels?}`, as one (query, prompt, label) per
+    sample. A malformed body raises InvalidRequest; a bad sample is judged apart (read_reward_sample)."""
+    from reflectrm.requests import InvalidRequest
+
+    if not isinstance(body, dict):
+        raise InvalidRequest(
+            "body", "the body must be a JSON object", '{"query": [...], "prompts": [...], "labels": [...]}'
+        )
+    queries = body.get("query")
+    if not isinstance(queries, list):
+        raise InvalidRequest(
+            "query",
+            "query must be a list of strings (prompt + response, as OpenRLHF sends it)",
+            'send "query": ["..."]',
+        )
+    n = len(queries)
+    lists = []
+    for name in ("prompts", "labels"):
+        value = body.get(name)
+        value = [None] * n if value is None else value
+        if not isinstance(value, list) or len(value) != n:
+            raise InvalidRequest(
+                name, f"{name} must be a list as long as query ({n})", f"send one {name[:-1]} per query, or omit {name}"
+            )
+        lists.append(value)
+    return list(zip(queries, *lists))

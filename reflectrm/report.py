@@ -1,7 +1,17 @@
-"""Plain-text tables for summaries at the end of every job (Markdown-compatible)."""
+"""What a person reads at the end of a job: plain-text tables (Markdown-compatible) and the PNG plots.
+
+    table(headers, rows)                      every job's summary table
+    plot_curves(panels, path, title)          metric curves over training steps (metrics.jsonl rows)
+    plot_methods(results, path)               evaluation: one bar per (dataset, method), per metric
+    plot_before_after(compare, path, title)   the main job: each method's metrics before and after training
+
+matplotlib is imported inside the plot functions (Agg backend): importing this module stays cheap.
+"""
 
 from __future__ import annotations
 
+import textwrap
+from pathlib import Path
 from typing import Any, Sequence
 
 
@@ -20,3 +30,89 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     line = lambda items: "| " + " | ".join(s.ljust(w) for s, w in zip(items, widths)) + " |"  # noqa: E731
     sep = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     return "\n".join([line(headers), sep] + [line(r) for r in cells])
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _label(*parts: str, width: int = 14) -> str:
+    """A tick label that wraps instead of running into its neighbours."""
+    return "\n".join(textwrap.fill(p, width, break_on_hyphens=True) for p in parts if p)
+
+
+def plot_curves(panels: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[str]]], path: Path, title: str) -> None:
+    """One panel per (title, metrics.jsonl rows, metric keys); x is each row's `step`."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(4.6 * max(len(panels), 1), 3.8), squeeze=False)
+    for ax, (name, rows, keys) in zip(axes[0], panels):
+        for k in keys:
+            pts = [(r["step"], r[k]) for r in rows if isinstance(r.get(k), (int, float))]
+            if pts:
+                ax.plot(*zip(*pts), marker="o", ms=3, label=k)
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel("step")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+METRIC_TITLES = {
+    "accuracy": "accuracy (given order)",
+    "consistency": "positional consistency (right in both orders)",
+    "valid_judgment_rate": "valid-format judgments",
+}
+
+
+def plot_methods(results: Sequence[dict[str, Any]], path: Path) -> None:
+    """Evaluation results: per metric, grouped bars (datasets on x, one bar per method), with the
+    number of pairs each bar rests on in the tick label."""
+    plt = _pyplot()
+    datasets = list(dict.fromkeys(r["dataset"] for r in results))
+    methods = list(dict.fromkeys(r["method"] for r in results))
+    items = {r["dataset"]: r["n_items"] for r in results}
+    fig, axes = plt.subplots(1, len(METRIC_TITLES), figsize=(max(12, 2.6 * len(datasets) + 6), 4.6), sharey=True)
+    width = 0.8 / len(methods)
+    for ax, (key, title) in zip(axes, METRIC_TITLES.items()):
+        for k, method in enumerate(methods):
+            values = [
+                next((r[key] or 0.0 for r in results if r["dataset"] == d and r["method"] == method), 0.0)
+                for d in datasets
+            ]
+            bars = ax.bar([i + k * width for i in range(len(datasets))], values, width, label=method)
+            ax.bar_label(bars, fmt="%.2f", fontsize=6)
+        ticks = [i + width * (len(methods) - 1) / 2 for i in range(len(datasets))]
+        ax.set_xticks(ticks, [_label(d, f"({items[d]} pairs)") for d in datasets], fontsize=8)
+        ax.set_title(textwrap.fill(title, 32), fontsize=10)
+        ax.set_ylim(0, 1.05)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_before_after(compare: Sequence[dict[str, Any]], path: Path, title: str) -> None:
+    """One panel per metric; on x each (dataset, method), with a before and an after bar."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(METRIC_TITLES), figsize=(max(13, 1.3 * len(compare) * len(METRIC_TITLES)), 4.6))
+    labels = [_label(c["dataset"], c["method"], f"({c['pairs']} pairs)") for c in compare]
+    xs = list(range(len(compare)))
+    for ax, (m, name) in zip(axes, METRIC_TITLES.items()):
+        ax.bar([x - 0.2 for x in xs], [c[m]["before"] or 0 for c in compare], 0.4, label="before")
+        ax.bar([x + 0.2 for x in xs], [c[m]["after"] or 0 for c in compare], 0.4, label="after")
+        ax.set_xticks(xs, labels, fontsize=7)
+        ax.set_ylim(0, 1.05)
+        ax.set_title(textwrap.fill(name, 32), fontsize=10)
+        ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

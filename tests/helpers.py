@@ -47,8 +47,15 @@ def write_toy_mix(path, n_pairs: int, seed: int = 3):
         pr = pair_to_row(p)
         rows.append(preference_row(pr))
         a = target_analysis(p)
-        rows.append({"id": f"refl:{p.id}", "task": "critique", "label": 1, "pair": json.dumps(pr),
-                     "critique_1": json.dumps({"analysis": a, "verdict": p.label}),
-                     "critique_2": json.dumps({"analysis": a, "verdict": 3 - p.label})})
+        rows.append(
+            {
+                "id": f"refl:{p.id}",
+                "task": "critique",
+                "label": 1,
+                "pair": json.dumps(pr),
+                "critique_1": json.dumps({"analysis": a, "verdict": p.label}),
+                "critique_2": json.dumps({"analysis": a, "verdict": 3 - p.label}),
+            }
+        )
     write_rows(rows, path)
     return path

@@ -84,7 +84,9 @@ def read_rows(source: str | Path, split: str = "train") -> Iterator[Mapping[str,
             raise ValueError(f"{path}: unknown file type {suffix!r}; use .jsonl, .json or .parquet")
         return
     if path.suffix or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
-        raise FileNotFoundError(f"data source {source} does not exist (a local .jsonl/.json/.parquet file or a hub id org/name)")
+        raise FileNotFoundError(
+            f"data source {source} does not exist (a local .jsonl/.json/.parquet file or a hub id org/name)"
+        )
     try:
         import datasets
 
@@ -159,7 +161,16 @@ def _helpsteer3(row: Mapping[str, Any], n: int, name: str, seed: int) -> Prefere
     r1, r2 = _response(row, "response1"), _response(row, "response2")
     pid = str(row.get("id", _content_id(name, str(n))))
     # HelpSteer3: negative = response1 is better, positive = response2 is better.
-    return PreferencePair(pid, context, r1, r2, 1 if pref < 0 else 2, "helpsteer3", str(row.get("domain", "")), {"overall_preference": pref})
+    return PreferencePair(
+        pid,
+        context,
+        r1,
+        r2,
+        1 if pref < 0 else 2,
+        "helpsteer3",
+        str(row.get("domain", "")),
+        {"overall_preference": pref},
+    )
 
 
 def _chosen_rejected(row: Mapping[str, Any], n: int, name: str, seed: int) -> PreferencePair:
@@ -180,7 +191,12 @@ def _chosen_rejected(row: Mapping[str, Any], n: int, name: str, seed: int) -> Pr
     return PreferencePair(pid, context, rejected, chosen, 2, "chosen-rejected", subset)
 
 
-_JUDGEBENCH_CATEGORY = {"mmlu-pro": "knowledge", "livebench-reasoning": "reasoning", "livebench-math": "math", "livecodebench": "coding"}
+_JUDGEBENCH_CATEGORY = {
+    "mmlu-pro": "knowledge",
+    "livebench-reasoning": "reasoning",
+    "livebench-math": "math",
+    "livecodebench": "coding",
+}
 
 
 def _judgebench(row: Mapping[str, Any], n: int, name: str, seed: int) -> PreferencePair:
@@ -207,7 +223,13 @@ def _llmbar_like(source_name: str) -> RowFn:
         if label not in (1, 2):
             raise _Bad("label", "must be 1 or 2")
         return PreferencePair(
-            f"{name}:{n}", (Message("user", _text(row, "input")),), _response(row, "output_1"), _response(row, "output_2"), label, source_name, name
+            f"{name}:{n}",
+            (Message("user", _text(row, "input")),),
+            _response(row, "output_1"),
+            _response(row, "output_2"),
+            label,
+            source_name,
+            name,
         )
 
     return parse
@@ -281,7 +303,9 @@ def load_pairs(
                 raise BadRowError(str(source), n, bad.field, bad.expected) from None
             stats.bad_rows += 1
     if not pairs:
-        raise EmptyDatasetError(f"{source} ({fmt}) gave no pairs: {stats.rows_read} rows read, {stats.bad_rows} bad, {stats.ties_dropped} ties")
+        raise EmptyDatasetError(
+            f"{source} ({fmt}) gave no pairs: {stats.rows_read} rows read, {stats.bad_rows} bad, {stats.ties_dropped} ties"
+        )
     stats.pairs = len(pairs)
     return pairs, stats
 
@@ -339,11 +363,15 @@ def _judge_input(row: Mapping[str, Any], n: int, name: str, seed: int) -> Prefer
     """`reflectrm judge --input` rows: prompt (string) or messages (list), response_1, response_2,
     optional id and label."""
     has_messages = row.get("messages") is not None
-    context = _conversation(row.get("messages"), "messages") if has_messages else (Message("user", _text(row, "prompt")),)
+    context = (
+        _conversation(row.get("messages"), "messages") if has_messages else (Message("user", _text(row, "prompt")),)
+    )
     label = row.get("label")
     if label not in (1, 2, None):
         raise _Bad("label", "must be 1, 2 or absent")
-    return PreferencePair(str(row.get("id", n)), context, _response(row, "response_1"), _response(row, "response_2"), label)
+    return PreferencePair(
+        str(row.get("id", n)), context, _response(row, "response_1"), _response(row, "response_2"), label
+    )
 
 
 FORMATS["judge-input"] = _judge_input

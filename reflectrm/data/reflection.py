@@ -30,7 +30,9 @@ from reflectrm.records import Message, PreferencePair
 # --------------------------------------------------------------------------- 1. sample and grade
 
 
-def sample_and_grade(engine: Engine, pairs: Sequence[PreferencePair], cfg: JudgeConfig, prompt_cfg: PromptConfig = PromptConfig()) -> list[dict[str, Any]]:
+def sample_and_grade(
+    engine: Engine, pairs: Sequence[PreferencePair], cfg: JudgeConfig, prompt_cfg: PromptConfig = PromptConfig()
+) -> list[dict[str, Any]]:
     """N judgments per pair in one engine call, each graded against the gold label."""
     unlabelled = [p.id for p in pairs if p.label not in (1, 2)]
     if unlabelled:
@@ -41,19 +43,28 @@ def sample_and_grade(engine: Engine, pairs: Sequence[PreferencePair], cfg: Judge
     for pair, gen in zip(pairs, gens):
         judgments = [to_judgment(c, cfg.confidence_fraction) for c in gen.completions]
         graded = [
-            {"analysis": j.analysis, "verdict": j.verdict, "valid": j.valid, "correct": j.verdict == pair.label, "confidence": j.confidence, "tokens": j.completion_tokens}
+            {
+                "analysis": j.analysis,
+                "verdict": j.verdict,
+                "valid": j.valid,
+                "correct": j.verdict == pair.label,
+                "confidence": j.confidence,
+                "tokens": j.completion_tokens,
+            }
             for j in judgments
         ]
-        rows.append({
-            "id": pair.id,
-            "pair": json.dumps(pair_to_row(pair)),
-            "judgments": json.dumps(graded),
-            "n_correct": sum(g["correct"] for g in graded),
-            "n_valid": sum(g["valid"] for g in graded),
-            "n": len(graded),
-            "completion_tokens": sum(g["tokens"] for g in graded),
-            "prompt_tokens": gen.prompt_tokens,
-        })
+        rows.append(
+            {
+                "id": pair.id,
+                "pair": json.dumps(pair_to_row(pair)),
+                "judgments": json.dumps(graded),
+                "n_correct": sum(g["correct"] for g in graded),
+                "n_valid": sum(g["valid"] for g in graded),
+                "n": len(graded),
+                "completion_tokens": sum(g["tokens"] for g in graded),
+                "prompt_tokens": gen.prompt_tokens,
+            }
+        )
     return rows
 
 
@@ -128,10 +139,19 @@ class BuildCounts:
 
 
 def preference_row(pair_row: dict[str, Any]) -> dict[str, Any]:
-    return {"id": f"pref:{pair_row['id']}", "task": "response", "label": pair_row["label"], "pair": json.dumps(pair_row), "critique_1": None, "critique_2": None}
+    return {
+        "id": f"pref:{pair_row['id']}",
+        "task": "response",
+        "label": pair_row["label"],
+        "pair": json.dumps(pair_row),
+        "critique_1": None,
+        "critique_2": None,
+    }
 
 
-def build_sets(rows: Iterable[dict[str, Any]], ratio: str = "4:1", seed: int = 0) -> tuple[list[dict], list[dict], list[dict], BuildCounts]:
+def build_sets(
+    rows: Iterable[dict[str, Any]], ratio: str = "4:1", seed: int = 0
+) -> tuple[list[dict], list[dict], list[dict], BuildCounts]:
     """(preference rows, reflection rows, mixed rows, counts) from graded rows (see sample_and_grade)."""
     a, b = parse_ratio(ratio)
     counts = BuildCounts()
@@ -156,14 +176,16 @@ def build_sets(rows: Iterable[dict[str, Any]], ratio: str = "4:1", seed: int = 0
             good, bad = rng.choice(right), rng.choice(wrong)
             good_first = rng.random() < 0.5
             c1, c2 = (good, bad) if good_first else (bad, good)
-            refl.append({
-                "id": f"refl:{row['id']}",
-                "task": "critique",
-                "label": 1 if good_first else 2,
-                "pair": json.dumps(pair_row),
-                "critique_1": json.dumps({"analysis": c1["analysis"], "verdict": c1["verdict"]}),
-                "critique_2": json.dumps({"analysis": c2["analysis"], "verdict": c2["verdict"]}),
-            })
+            refl.append(
+                {
+                    "id": f"refl:{row['id']}",
+                    "task": "critique",
+                    "label": 1 if good_first else 2,
+                    "pair": json.dumps(pair_row),
+                    "critique_1": json.dumps({"analysis": c1["analysis"], "verdict": c1["verdict"]}),
+                    "critique_2": json.dumps({"analysis": c2["analysis"], "verdict": c2["verdict"]}),
+                }
+            )
     counts.preference_available, counts.reflection_available = len(pref), len(refl)
     rng = random.Random(derive_seed(seed, "mix"))
     if b == 0:
@@ -191,7 +213,9 @@ def training_messages(row: dict[str, Any], prompt_cfg: PromptConfig = PromptConf
     return reflection_prompt(pair, (c1["analysis"], c1["verdict"]), (c2["analysis"], c2["verdict"]), prompt_cfg)
 
 
-def load_source(fmt: str, path: str, limit: int | None, on_bad_row: str, seed: int) -> tuple[list[PreferencePair], dict[str, Any]]:
+def load_source(
+    fmt: str, path: str, limit: int | None, on_bad_row: str, seed: int
+) -> tuple[list[PreferencePair], dict[str, Any]]:
     """A job's input pairs: a loader format and path, or `synthetic` with `path` = the number of pairs."""
     if fmt == "synthetic":
         from reflectrm.data.synthetic import synthetic_pairs
@@ -200,6 +224,13 @@ def load_source(fmt: str, path: str, limit: int | None, on_bad_row: str, seed: i
         if n < 1:
             raise ValueError(f"data.format=synthetic needs data.path=N (how many pairs), got {path!r}")
         pairs = synthetic_pairs(n if limit is None else min(n, limit), seed=seed)
-        return pairs, {"source": f"synthetic:{n}", "format": "synthetic", "rows_read": len(pairs), "bad_rows": 0, "ties_dropped": 0, "pairs": len(pairs)}
+        return pairs, {
+            "source": f"synthetic:{n}",
+            "format": "synthetic",
+            "rows_read": len(pairs),
+            "bad_rows": 0,
+            "ties_dropped": 0,
+            "pairs": len(pairs),
+        }
     pairs, stats = load_pairs(fmt, path, on_bad_row=on_bad_row, limit=limit, seed=seed)  # type: ignore[arg-type]
     return pairs, stats.to_dict()

@@ -19,7 +19,20 @@ from typing import Any, Callable
 from reflectrm.data.loaders import order_by_hash
 from reflectrm.records import Message, PreferencePair
 
-TOPICS = ["the ocean", "autumn", "a small town", "bicycles", "coffee", "the moon", "libraries", "rain", "gardening", "trains", "mountains", "music"]
+TOPICS = [
+    "the ocean",
+    "autumn",
+    "a small town",
+    "bicycles",
+    "coffee",
+    "the moon",
+    "libraries",
+    "rain",
+    "gardening",
+    "trains",
+    "mountains",
+    "music",
+]
 WORDS = {
     "the ocean": "waves salt blue deep tide shore water fish cold vast".split(),
     "autumn": "leaves red gold cool wind harvest orange falling crisp trees".split(),
@@ -106,7 +119,12 @@ def _make(category: str, rng: random.Random, hard: bool) -> tuple[str, str, str,
     if category == "word_count":
         k = rng.randint(5, 12)
         bad = _off_by(rng, k, hard, low=2)
-        return f"Write one sentence about {topic} with exactly {k} words.", _sentence(rng, topic, k), _sentence(rng, topic, bad), {"k": k}
+        return (
+            f"Write one sentence about {topic} with exactly {k} words.",
+            _sentence(rng, topic, k),
+            _sentence(rng, topic, bad),
+            {"k": k},
+        )
     if category == "sentence_count":
         k = rng.randint(2, 4)
         bad = _off_by(rng, k, hard)
@@ -142,12 +160,22 @@ def _make(category: str, rng: random.Random, hard: bool) -> tuple[str, str, str,
         names = rng.sample(ITEM_WORDS[kind], 7)
         good = "\n".join(f"- {x}" for x in names[:k])
         bad = "\n".join(f"- {x}" for x in names[: _off_by(rng, k, True)]) if hard else ", ".join(names[:k]) + "."
-        return f"List exactly {k} {kind} as a bulleted list (one '- ' item per line), nothing else.", good, bad, {"k": k}
+        return (
+            f"List exactly {k} {kind} as a bulleted list (one '- ' item per line), nothing else.",
+            good,
+            bad,
+            {"k": k},
+        )
     if category == "json":
         name, age = rng.choice(PEOPLE)
         good = json.dumps({"name": name, "age": age})
         bad = json.dumps({"name": name, "age": age + rng.choice([-1, 1])}) if hard else f"{name} is {age} years old."
-        return f'Return only a JSON object with the keys "name" and "age" for {name}, who is {age} years old.', good, bad, {"name": name, "age": age}
+        return (
+            f'Return only a JSON object with the keys "name" and "age" for {name}, who is {age} years old.',
+            good,
+            bad,
+            {"name": name, "age": age},
+        )
     if category == "arithmetic":
         a, b = rng.randint(12, 99), rng.randint(12, 99)
         op = rng.choice(["+", "-", "*"])
@@ -157,7 +185,9 @@ def _make(category: str, rng: random.Random, hard: bool) -> tuple[str, str, str,
     raise ValueError(f"unknown synthetic category {category!r}; valid: {', '.join(CHECKS)}")
 
 
-def synthetic_pairs(n: int, seed: int = 0, categories: tuple[str, ...] = tuple(CHECKS), hard_fraction: float = 0.5) -> list[PreferencePair]:
+def synthetic_pairs(
+    n: int, seed: int = 0, categories: tuple[str, ...] = tuple(CHECKS), hard_fraction: float = 0.5
+) -> list[PreferencePair]:
     """`n` verified pairs; the complying response is first or second by a seeded hash of the id."""
     if n < 1:
         raise ValueError(f"n={n}: ask for at least one pair")
@@ -198,13 +228,21 @@ def _fact(category: str, params: dict[str, Any], text: str) -> str:
         return f"{'uses' if present else 'does not use'} the word '{params['word']}'"
     if category == "bullets":
         items = _bullets(text)
-        return f"is a bulleted list of {len(items)} items (the instruction asks for {params['k']})" if items else "is not a bulleted list"
+        return (
+            f"is a bulleted list of {len(items)} items (the instruction asks for {params['k']})"
+            if items
+            else "is not a bulleted list"
+        )
     if category == "json":
         try:
             obj = json.loads(text)
         except json.JSONDecodeError:
             return "is not a JSON object"
-        return f"is JSON with name {obj.get('name')!r} and age {obj.get('age')!r}" if isinstance(obj, dict) else "is not a JSON object"
+        return (
+            f"is JSON with name {obj.get('name')!r} and age {obj.get('age')!r}"
+            if isinstance(obj, dict)
+            else "is not a JSON object"
+        )
     if category == "arithmetic":
         return f"answers {text.strip()} (the correct answer is {params['answer']})"
     raise ValueError(f"unknown synthetic category {category!r}")
@@ -216,5 +254,7 @@ def target_analysis(pair: PreferencePair) -> str:
     parts = []
     for k, text in ((1, pair.response_1), (2, pair.response_2)):
         ok = complies(category, params, text)
-        parts.append(f"Response {k} {_fact(category, params, text)}, so it {'follows' if ok else 'does not follow'} the instruction.")
+        parts.append(
+            f"Response {k} {_fact(category, params, text)}, so it {'follows' if ok else 'does not follow'} the instruction."
+        )
     return " ".join(parts)

@@ -12,7 +12,16 @@ from reflectrm.engines.base import (
     SamplingParams,
 )
 
-__all__ = ["Completion", "Engine", "Generation", "GenerationRequest", "PromptTooLongError", "SamplingParams", "load_engine", "resolve_engine"]
+__all__ = [
+    "Completion",
+    "Engine",
+    "Generation",
+    "GenerationRequest",
+    "PromptTooLongError",
+    "SamplingParams",
+    "load_engine",
+    "resolve_engine",
+]
 
 
 def resolve_engine(name: str) -> str:

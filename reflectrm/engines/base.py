@@ -48,6 +48,9 @@ class Completion:
 class Generation:
     prompt_tokens: int
     completions: tuple[Completion, ...]
+    prompt_ids: tuple[
+        int, ...
+    ] = ()  # the prompt's token ids where the engine has them (the trainer reuses them: one tokenisation)
 
 
 class PromptTooLongError(ValueError):
@@ -57,6 +60,9 @@ class PromptTooLongError(ValueError):
         super().__init__(f"prompt has {tokens} tokens; the limit is {limit}: shorten the conversation or the responses")
         self.tokens = tokens
         self.limit = limit
+
+    def __reduce__(self) -> tuple:  # crosses processes (Ray, Serve) with its counts
+        return (PromptTooLongError, (self.tokens, self.limit))
 
 
 @runtime_checkable

@@ -18,6 +18,7 @@ Left padding with explicit position ids; fp32 on CPU, bf16 on GPU; `torch.infere
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -97,6 +98,13 @@ class HFEngine:
 
     # ------------------------------------------------------------------ prompts
 
+    def with_model(self, model: Any) -> HFEngine:
+        """The same engine (tokenizer, limits) generating with another model: the trainer's rollout
+        policy of this step. Nothing is copied but the reference; `self` is left as it was."""
+        other = copy.copy(self)
+        other.model = model
+        return other
+
     def render(self, messages: tuple[Message, ...]) -> str:
         return render_chat(self.tokenizer, messages)
 
@@ -118,7 +126,9 @@ class HFEngine:
         results: list[list[_Row]] = [[] for _ in requests]
         # Prompts that share a long prefix stay together (so the prefix is prefilled once per chunk);
         # long groups first; packed into chunks of at most max_batch_rows sequences.
-        groups = prefix_groups(encoded, self.min_shared_prefix) if self.share_prefix else [[i] for i in range(len(encoded))]
+        groups = (
+            prefix_groups(encoded, self.min_shared_prefix) if self.share_prefix else [[i] for i in range(len(encoded))]
+        )
         groups.sort(key=lambda g: -max(len(encoded[i]) for i in g))
         order = [i for g in groups for i in g]
         chunk: list[int] = []
@@ -135,7 +145,7 @@ class HFEngine:
         out = []
         for i, req in enumerate(requests):
             comps = tuple(self._completion(r, req) for r in results[i])
-            out.append(Generation(len(encoded[i]), comps))
+            out.append(Generation(len(encoded[i]), comps, tuple(encoded[i])))
         return out
 
     def _completion(self, row: _Row, req: GenerationRequest) -> Completion:
@@ -149,7 +159,11 @@ class HFEngine:
 
     @torch.inference_mode()
     def _run_chunk(
-        self, chunk: list[int], requests: Sequence[GenerationRequest], encoded: list[list[int]], results: list[list[_Row]]
+        self,
+        chunk: list[int],
+        requests: Sequence[GenerationRequest],
+        encoded: list[list[int]],
+        results: list[list[_Row]],
     ) -> None:
         dev = self.device
         # Rows: one per (request, sample).
@@ -218,7 +232,9 @@ class HFEngine:
         for i in chunk:
             results[i].sort(key=lambda r: r.sample)
 
-    def _prefill(self, seqs: list[list[int]], cache: Any, start: torch.Tensor | None, past_mask: torch.Tensor | None = None):
+    def _prefill(
+        self, seqs: list[list[int]], cache: Any, start: torch.Tensor | None, past_mask: torch.Tensor | None = None
+    ):
         """Left-padded prefill of `seqs` into `cache` (after `past_mask` columns when extending a cache).
         `start` is each row's first position (0 for a fresh prompt). Returns last logits, mask, next positions."""
         dev = self.device
@@ -234,7 +250,12 @@ class HFEngine:
             positions = positions + start[:, None]
         full_mask = mask if past_mask is None else torch.cat([past_mask, mask], dim=1)
         out = self.model(
-            input_ids=input_ids, attention_mask=full_mask, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1
+            input_ids=input_ids,
+            attention_mask=full_mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
         )
         return out.logits[:, -1, :].float(), full_mask, positions[:, -1] + 1
 
@@ -242,7 +263,9 @@ class HFEngine:
         """Prefill each group's shared prefix once, copy its cache to the group's members, then
         prefill each member's own suffix on top (stage 2's prompts of a pair share ~all of stage 1's)."""
         dev = self.device
-        shared = [shared_prefix_length([prompts[i] for i in g]) if len(g) > 1 else len(prompts[g[0]]) - 1 for g in groups]
+        shared = [
+            shared_prefix_length([prompts[i] for i in g]) if len(g) > 1 else len(prompts[g[0]]) - 1 for g in groups
+        ]
         _, group_mask, _ = self._prefill([prompts[g[0]][:n] for g, n in zip(groups, shared)], cache, start=None)
         member_group = {i: k for k, g in enumerate(groups) for i in g}
         idx = torch.tensor([member_group[i] for i in range(len(prompts))], device=dev)
@@ -251,7 +274,9 @@ class HFEngine:
         suffixes = [prompts[i][shared[member_group[i]] :] for i in range(len(prompts))]
         return self._prefill(suffixes, cache, start=start, past_mask=group_mask[idx])
 
-    def _choose(self, logits: torch.Tensor, rows: list[_Row], temps: torch.Tensor, top_ps: torch.Tensor) -> torch.Tensor:
+    def _choose(
+        self, logits: torch.Tensor, rows: list[_Row], temps: torch.Tensor, top_ps: torch.Tensor
+    ) -> torch.Tensor:
         tokens = logits.argmax(dim=-1)
         sampling = [j for j, r in enumerate(rows) if r.generator is not None]
         if not sampling:
@@ -310,7 +335,9 @@ def _growing_cache(config: Any) -> Any:
                 self.keys, self.values = self.kbuf[..., : self.length, :], self.vbuf[..., : self.length, :]
 
         def batch_repeat_interleave(self, repeats: int) -> None:
-            self.batch_select_indices(torch.arange(self.kbuf.shape[0], device=self.kbuf.device).repeat_interleave(repeats))
+            self.batch_select_indices(
+                torch.arange(self.kbuf.shape[0], device=self.kbuf.device).repeat_interleave(repeats)
+            )
 
     cache = DynamicCache(config=config)
     if all(type(layer) is DynamicLayer for layer in cache.layers):  # full attention only; others keep the default

@@ -73,7 +73,9 @@ def configure_cpu_env(cfg: VLLMConfig) -> dict[str, str]:
 class VLLMEngine:
     name = "vllm"
 
-    def __init__(self, llm: Any, tokenizer: Any, *, max_prompt_tokens: int = 4096, max_model_len: int, model_name: str = ""):
+    def __init__(
+        self, llm: Any, tokenizer: Any, *, max_prompt_tokens: int = 4096, max_model_len: int, model_name: str = ""
+    ):
         self.llm = llm
         self.tokenizer = tokenizer
         self.max_prompt_tokens = max_prompt_tokens
@@ -96,7 +98,9 @@ class VLLMEngine:
             os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if v.multiprocessing else "0")
         from vllm import LLM
 
-        dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if on_gpu else "float32")  # fp32 on CPU, as the HF engine
+        dtype = (
+            cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
+        )  # fp32 on CPU, as the HF engine
         max_model_len = v.max_model_len or cfg.max_prompt_tokens + v.max_new_tokens_limit
         kwargs: dict[str, Any] = dict(
             model=str(path),
@@ -106,7 +110,9 @@ class VLLMEngine:
             max_model_len=max_model_len,
             enable_prefix_caching=v.prefix_caching,
             enable_chunked_prefill=v.chunked_prefill,
-            max_num_batched_tokens=None if v.chunked_prefill else max_model_len,  # whole prompts only: every prompt fits one step
+            max_num_batched_tokens=None
+            if v.chunked_prefill
+            else max_model_len,  # whole prompts only: every prompt fits one step
             enforce_eager=v.enforce_eager,
             max_num_seqs=v.max_num_seqs,
             trust_remote_code=cfg.trust_remote_code,
@@ -117,7 +123,9 @@ class VLLMEngine:
             kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
         kwargs.update(overrides)
         llm = LLM(**kwargs)
-        return cls(llm, tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, max_model_len=max_model_len, model_name=cfg.name)
+        return cls(
+            llm, tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, max_model_len=max_model_len, model_name=cfg.name
+        )
 
     def close(self) -> None:
         """Stop vLLM's engine core now (it holds the KV cache) instead of at garbage collection."""
@@ -170,4 +178,4 @@ class VLLMEngine:
             logprobs = tuple(float(step[t].logprob) for step, t in zip(c.logprobs or [], ids))
             finish = "stop" if c.finish_reason == "stop" else "length"
             comps.append(Completion(c.text, ids, logprobs, finish))
-        return Generation(len(out.prompt_token_ids), tuple(comps))
+        return Generation(len(out.prompt_token_ids), tuple(comps), tuple(out.prompt_token_ids))

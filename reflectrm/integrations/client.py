@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from reflectrm.rewards import reward_from_score
+
 DEFAULT_URL = "http://127.0.0.1:8000"
 
 
@@ -23,8 +25,14 @@ def headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def judge(prompt: str | list[dict[str, str]], response_1: str, response_2: str, url: str | None = None,
-          timeout: float = 180.0, **fields: Any) -> dict[str, Any]:
+def judge(
+    prompt: str | list[dict[str, str]],
+    response_1: str,
+    response_2: str,
+    url: str | None = None,
+    timeout: float = 180.0,
+    **fields: Any,
+) -> dict[str, Any]:
     """POST /v1/judge; the result JSON (score = the share of final votes for response 1)."""
     key = "prompt" if isinstance(prompt, str) else "messages"
     body = {key: prompt, "response_1": response_1, "response_2": response_2, **fields}
@@ -35,5 +43,5 @@ def judge(prompt: str | list[dict[str, str]], response_1: str, response_2: str, 
 
 
 def reward_from(result: dict[str, Any]) -> float:
-    """The RL signal of a judgment of (response, reference): 2 * P(response better) - 1, in [-1, 1]."""
-    return 2 * float(result["score"]) - 1
+    """The RL signal of a /v1/judge result of (response, reference), in [-1, 1] (reflectrm.rewards)."""
+    return reward_from_score(result["score"])

@@ -17,12 +17,16 @@ from reflectrm.integrations.client import judge, reward_from
 def _text(completion: Any) -> str:
     if isinstance(completion, str):
         return completion
-    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):  # conversational: [{"role": "assistant", ...}]
+    if (
+        isinstance(completion, list) and completion and isinstance(completion[-1], dict)
+    ):  # conversational: [{"role": "assistant", ...}]
         return str(completion[-1].get("content", ""))
     raise TypeError(f"completion must be a string or a message list, got {type(completion).__name__}")
 
 
-def make_reward_func(column: str = "reference", url: str | None = None, mode: str = "reflect", max_workers: int = 32) -> Callable[..., list[float | None]]:
+def make_reward_func(
+    column: str = "reference", url: str | None = None, mode: str = "reflect", max_workers: int = 32
+) -> Callable[..., list[float | None]]:
     def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
         references = columns.get(column) or [None] * len(prompts)
 

@@ -1,11 +1,11 @@
 """The GRPO objective of ReflectRM's unified training (method.md §3), as small tensor functions.
 
-    reward      the verdict against the gold label: +1 right, -1 wrong, -1 invalid (configurable;
-                optional bonus for a valid format). Reflection items: "right" = picked the correct critique.
-    advantages  group-normalised: A_i = (r_i - mean(r_group)) / (std(r_group) + eps)
-    loss        the clipped policy-gradient loss, averaged over all generated tokens of the batch
-                (token-level), plus beta * KL(policy || reference) with the low-variance estimator
-                k3 = exp(ref - logp) - (ref - logp) - 1.
+reward      the verdict against the gold label: +1 right, -1 wrong, -1 invalid (configurable;
+            optional bonus for a valid format). Reflection items: "right" = picked the correct critique.
+advantages  group-normalised: A_i = (r_i - mean(r_group)) / (std(r_group) + eps)
+loss        the clipped policy-gradient loss, averaged over all generated tokens of the batch
+            (token-level), plus beta * KL(policy || reference) with the low-variance estimator
+            k3 = exp(ref - logp) - (ref - logp) - 1.
 """
 
 from __future__ import annotations

@@ -1,11 +1,11 @@
 """One GRPO step and one SFT step on a live model, in one process (a Ray Train worker runs these).
 
-    rollout       G samples per prompt with the CURRENT policy through the library's engine; each
-                  graded by THE parser against the gold label (objectives.grade)
-    policy_batch  prompt + completion ids padded into tensors, with the mask of generated tokens
-    token_logprobs  log p(token) of every completion token under a model (with or without grad)
-    grpo_loss_on  advantages per group, the clipped token-level loss (+ KL), on a micro-batch
-    sft_loss_on   cross-entropy on the target judgment's tokens only (the prompt is masked)
+rollout       G samples per prompt with the CURRENT policy through the library's engine; each
+              graded by THE parser against the gold label (objectives.grade)
+policy_batch  prompt + completion ids padded into tensors, with the mask of generated tokens
+token_logprobs  log p(token) of every completion token under a model (with or without grad)
+grpo_loss_on  advantages per group, the clipped token-level loss (+ KL), on a micro-batch
+sft_loss_on   cross-entropy on the target judgment's tokens only (the prompt is masked)
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from reflectrm.training.objectives import RewardConfig, grade, group_advantages,
 
 @dataclass(frozen=True)
 class GRPOConfig:
-    group_size: int = 8  # rollouts per prompt (method.md §3)
+    n: int = 8  # rollouts per prompt (method.md §3): the same N as judge.n, one name for it everywhere
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 256
@@ -45,23 +45,37 @@ class Rollouts:
 
     def select(self, idx: Sequence[int]) -> Rollouts:
         """A micro-batch of these rollouts."""
-        return Rollouts([self.prompt_ids[i] for i in idx], [self.completion_ids[i] for i in idx], self.rewards[list(idx)],
-                        [self.valid[i] for i in idx], [self.correct[i] for i in idx], [self.tasks[i] for i in idx])
+        return Rollouts(
+            [self.prompt_ids[i] for i in idx],
+            [self.completion_ids[i] for i in idx],
+            self.rewards[list(idx)],
+            [self.valid[i] for i in idx],
+            [self.correct[i] for i in idx],
+            [self.tasks[i] for i in idx],
+        )
 
 
-def rollout(engine: HFEngine, rows: Sequence[dict[str, Any]], cfg: GRPOConfig, prompt_cfg: PromptConfig = PromptConfig(),
-            seed: int | None = None, seeds: Sequence[int] | None = None) -> Rollouts:
+def rollout(
+    engine: HFEngine,
+    rows: Sequence[dict[str, Any]],
+    cfg: GRPOConfig,
+    prompt_cfg: PromptConfig = PromptConfig(),
+    seed: int | None = None,
+    seeds: Sequence[int] | None = None,
+) -> Rollouts:
     """G samples for each mixed-data row (task, label, pair, critiques) and their verifiable rewards.
     `seeds`: one per row (a trainer derives them from the row's id and the step, so a row's rollouts
     do not depend on which worker drew it); else `seed + i`."""
     messages = [training_messages(r, prompt_cfg) for r in rows]
     row_seeds = list(seeds) if seeds is not None else [None if seed is None else seed + i for i in range(len(rows))]
-    params = [SamplingParams(n=cfg.group_size, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=s)
-              for s in row_seeds]
+    params = [
+        SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=s)
+        for s in row_seeds
+    ]
     gens = engine.generate([GenerationRequest(m, p) for m, p in zip(messages, params)])
     prompts, completions, graded, tasks = [], [], [], []
     for row, msgs, gen in zip(rows, messages, gens):
-        prompt = engine.encode(msgs)
+        prompt = list(gen.prompt_ids) or engine.encode(msgs)  # the engine's own tokenisation of the prompt
         for c in gen.completions:
             prompts.append(prompt)
             completions.append(list(c.token_ids))
@@ -71,7 +85,9 @@ def rollout(engine: HFEngine, rows: Sequence[dict[str, Any]], cfg: GRPOConfig, p
     return Rollouts(prompts, completions, rewards, [g.valid for g in graded], [g.correct for g in graded], tasks)
 
 
-def policy_batch(prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def policy_batch(
+    prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], pad_id: int
+) -> dict[str, torch.Tensor]:
     """Right-padded [prompt + completion] ids, attention mask, and the mask of completion tokens
     aligned with the log-probs of positions 1..T (what `token_logprobs` returns)."""
     seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
@@ -103,8 +119,15 @@ def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     return F.pad(logp, (start, 0)) if start else logp
 
 
-def grpo_loss_on(model: Any, rollouts: Rollouts, cfg: GRPOConfig, pad_id: int, ref_model: Any = None,
-                 advantages: torch.Tensor | None = None, normalizer: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def grpo_loss_on(
+    model: Any,
+    rollouts: Rollouts,
+    cfg: GRPOConfig,
+    pad_id: int,
+    ref_model: Any = None,
+    advantages: torch.Tensor | None = None,
+    normalizer: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO loss of (a micro-batch of) rollouts; call .backward() on it.
 
     advantages  default: group-normalised from `rollouts.rewards` (pass them when `rollouts` is a
@@ -115,7 +138,7 @@ def grpo_loss_on(model: Any, rollouts: Rollouts, cfg: GRPOConfig, pad_id: int, r
     One update per rollout batch (as in the paper's GRPO), so the sampling policy IS the current
     one: old log-probs are the current ones detached (ratio 1, gradient A * grad log p)."""
     batch = policy_batch(rollouts.prompt_ids, rollouts.completion_ids, pad_id)
-    adv = group_advantages(rollouts.rewards, cfg.group_size) if advantages is None else advantages
+    adv = group_advantages(rollouts.rewards, cfg.n) if advantages is None else advantages
     ref = None
     if cfg.kl_coef and ref_model is not None:
         with torch.no_grad():
@@ -126,13 +149,26 @@ def grpo_loss_on(model: Any, rollouts: Rollouts, cfg: GRPOConfig, pad_id: int, r
                 ref = token_logprobs(ref_model, batch)
     logp = token_logprobs(model, batch)
     mask = batch["completion_mask"].to(logp.device)
-    loss, info = grpo_loss(logp, logp.detach(), adv.to(logp.device), mask, cfg.clip, None if ref is None else ref.to(logp.device),
-                           cfg.kl_coef, normalizer)
+    loss, info = grpo_loss(
+        logp,
+        logp.detach(),
+        adv.to(logp.device),
+        mask,
+        cfg.clip,
+        None if ref is None else ref.to(logp.device),
+        cfg.kl_coef,
+        normalizer,
+    )
     return loss, {**info, "tokens": float(mask.sum())}
 
 
-def sft_loss_on(model: Any, prompt_ids: Sequence[list[int]], target_ids: Sequence[list[int]], pad_id: int,
-                normalizer: float | None = None) -> torch.Tensor:
+def sft_loss_on(
+    model: Any,
+    prompt_ids: Sequence[list[int]],
+    target_ids: Sequence[list[int]],
+    pad_id: int,
+    normalizer: float | None = None,
+) -> torch.Tensor:
     """Cross-entropy over the target tokens only: their mean, or their sum / `normalizer` (a trainer
     passes the whole step's target-token count)."""
     pairs = [sft_labels(list(p), list(t)) for p, t in zip(prompt_ids, target_ids)]
@@ -145,8 +181,12 @@ def sft_loss_on(model: Any, prompt_ids: Sequence[list[int]], target_ids: Sequenc
     device = next(model.parameters()).device
     start = max(0, min(len(p) for p in prompt_ids) - 1)  # the loss starts at the first target token
     keep = torch.arange(start, width - 1, device=device)
-    logits = model(input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False, logits_to_keep=keep).logits.float()
+    logits = model(
+        input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False, logits_to_keep=keep
+    ).logits.float()
     labels = labels[:, start + 1 :]
     reduction = "mean" if normalizer is None else "sum"
-    loss = F.cross_entropy(logits.reshape(-1, logits.size(-1)), labels.reshape(-1).to(device), ignore_index=-100, reduction=reduction)
+    loss = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1).to(device), ignore_index=-100, reduction=reduction
+    )
     return loss if normalizer is None else loss / normalizer

@@ -17,7 +17,7 @@ already holds the whole model: generation uses it directly.
 
 The loss of a step is normalised by the step's token count over ALL ranks (`global_tokens`), and
 every strategy averages gradients over ranks, so `backward(loss * world)` gives the same update
-whatever the number of ranks or the split of rows between them (see `grpo_step` in jobs/train.py).
+whatever the number of ranks or the split of rows between them (see `grpo_step` in reflectrm/training/trainer.py).
 """
 
 from __future__ import annotations
@@ -41,8 +41,6 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0  # linear warm-up from 0, then constant
     max_grad_norm: float = 1.0  # 0: no clipping
-    zero_stage: int = 2  # deepspeed only
-    offload_optimizer: bool = False  # deepspeed only: optimizer state on CPU (ZeRO-Offload)
 
     def lr_lambda(self, step: int) -> float:
         return min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
@@ -61,6 +59,12 @@ def all_sum(values: list[float]) -> list[float]:
     if world()[1] > 1:
         dist.all_reduce(t)
     return t.tolist()
+
+
+def all_sum_named(values: dict[str, float]) -> dict[str, float]:
+    """`all_sum` by name: every rank passes the same keys (sorted here, so the order always agrees)."""
+    keys = sorted(values)
+    return dict(zip(keys, all_sum([float(values[k]) for k in keys])))
 
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:
@@ -132,7 +136,10 @@ class Strategy:
             from safetensors.torch import save_model
 
             save_model(self.module, str(folder / "model.safetensors"))
-            torch.save({"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()}, folder / "optimizer.pt")
+            torch.save(
+                {"optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict()},
+                folder / "optimizer.pt",
+            )
 
     def load(self, folder: Path) -> None:
         from safetensors.torch import load_model
@@ -143,7 +150,9 @@ class Strategy:
         self.scheduler.load_state_dict(state["scheduler"])
 
     def _optimizer(self, params: list[torch.nn.Parameter]) -> None:
-        self.optimizer = torch.optim.AdamW(params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay)
+        self.optimizer = torch.optim.AdamW(
+            params, lr=self.cfg.lr, betas=self.cfg.betas, weight_decay=self.cfg.weight_decay
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self.cfg.lr_lambda)
 
 
@@ -180,7 +189,11 @@ class FSDP2(Strategy):
         super().__init__(model, cfg, grad_accum, bf16)
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) if bf16 else MixedPrecisionPolicy()
+        mp = (
+            MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+            if bf16
+            else MixedPrecisionPolicy()
+        )
         for layer in _decoder_layers(model):
             fully_shard(layer, mp_policy=mp)
         fully_shard(model, mp_policy=mp)
@@ -210,7 +223,9 @@ class FSDP2(Strategy):
         model_sd, optim_sd = get_state_dict(self.module, self.optimizer)
         state = {"model": model_sd, "optimizer": optim_sd}
         dcp.load(state, checkpoint_id=str(folder / "dcp"))
-        set_state_dict(self.module, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+        set_state_dict(
+            self.module, self.optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"]
+        )
         self.scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True)["scheduler"])
 
 
@@ -220,16 +235,25 @@ class DeepSpeed(Strategy):
 
     name = "deepspeed"
 
-    def __init__(self, model: torch.nn.Module, cfg: OptimConfig, grad_accum: int = 1, bf16: bool = False):
-        if cfg.zero_stage not in (1, 2, 3):
-            raise ValueError(f"trainer.zero_stage must be 1, 2 or 3, got {cfg.zero_stage}")
-        self.sharded = cfg.zero_stage == 3
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        cfg: OptimConfig,
+        grad_accum: int = 1,
+        bf16: bool = False,
+        zero_stage: int = 2,
+        offload_optimizer: bool = False,
+    ):
+        if zero_stage not in (1, 2, 3):
+            raise ValueError(f"trainer.zero_stage must be 1, 2 or 3, got {zero_stage}")
+        self.zero_stage = zero_stage
+        self.sharded = zero_stage == 3
         super().__init__(model, cfg, grad_accum, bf16)
         import deepspeed
 
         _, world_size = world()
-        zero: dict[str, Any] = {"stage": cfg.zero_stage}
-        if cfg.offload_optimizer:
+        zero: dict[str, Any] = {"stage": zero_stage}
+        if offload_optimizer:
             zero["offload_optimizer"] = {"device": "cpu"}
         ds_config = {
             "train_micro_batch_size_per_gpu": 1,  # nominal: we pass our own micro-batches
@@ -265,7 +289,7 @@ class DeepSpeed(Strategy):
         return float(self.engine.get_lr()[0])
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
-        if self.cfg.zero_stage < 3:
+        if self.zero_stage < 3:
             return super().full_state_dict()
         import deepspeed
 
@@ -290,11 +314,22 @@ def _decoder_layers(model: torch.nn.Module) -> list[torch.nn.Module]:
     raise ValueError(f"cannot find the decoder layers of {type(model).__name__} (no `.layers` ModuleList) to shard")
 
 
-def make_strategy(model: torch.nn.Module, cfg: OptimConfig, name: str, grad_accum: int = 1, bf16: bool = False) -> Strategy:
+def make_strategy(
+    model: torch.nn.Module,
+    cfg: OptimConfig,
+    name: str,
+    grad_accum: int = 1,
+    bf16: bool = False,
+    zero_stage: int = 2,
+    offload_optimizer: bool = False,
+) -> Strategy:
+    """`zero_stage` and `offload_optimizer` are DeepSpeed's (trainer.zero_stage, trainer.offload_optimizer)."""
     _, world_size = world()
     if name == "none" or world_size == 1 and name == "ddp":
         return Single(model, cfg, grad_accum, bf16)
-    classes = {"ddp": DDP, "fsdp2": FSDP2, "deepspeed": DeepSpeed}
+    if name == "deepspeed":
+        return DeepSpeed(model, cfg, grad_accum, bf16, zero_stage, offload_optimizer)
+    classes = {"ddp": DDP, "fsdp2": FSDP2}
     if name not in classes:
-        raise ValueError(f"trainer.strategy must be one of {sorted(classes)}, got {name!r}")
+        raise ValueError(f"trainer.strategy must be one of ddp, deepspeed, fsdp2, got {name!r}")
     return classes[name](model, cfg, grad_accum, bf16)

@@ -1,11 +1,11 @@
 """The training loop of one worker: GRPO (unified or RFT) or SFT, over any `Session`.
 
     session   where the rows come from and where metrics and checkpoints go: Ray Train in
-              jobs/train.py (a shard of a Ray Data stream, `ray.train.report`), or `LocalSession`
+              jobs/ray_training.py (a shard of a Ray Data stream, `ray.train.report`), or `LocalSession`
               here (one plain process: the baseline of the Ray Train overhead benchmark)
     strategy  how the model is wrapped (reflectrm.training.strategies)
 
-A GRPO step, on every worker: refresh the rollout model -> G rollouts per prompt with the current
+A GRPO step, on every worker: the engine over this step's rollout model -> G rollouts per prompt with the current
 policy (seeded by the row's id and the step, so a row's rollouts do not depend on the worker that
 drew it) -> rewards from THE parser -> group-normalised advantages -> micro-batches of the
 token-level clipped loss (+ KL), normalised by the step's token count over all workers ->
@@ -34,10 +34,10 @@ from reflectrm.engines.hf import HFEngine
 from reflectrm.inference import derive_seed
 from reflectrm.training.objectives import group_advantages
 from reflectrm.training.step import GRPOConfig, grpo_loss_on, rollout, sft_loss_on
-from reflectrm.training.strategies import OptimConfig, Strategy, all_sum, make_strategy, world
+from reflectrm.training.strategies import OptimConfig, Strategy, all_sum, all_sum_named, make_strategy, world
 
 Recipe = Literal["grpo", "rft", "sft"]
-TASKS = ("response", "critique")
+TASKS = {"response": "pref", "critique": "refl"}  # task -> its metrics prefix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,20 +49,45 @@ class LoraConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TrainerConfig:
+    """How the model is trained across workers: the worker group's shape, the strategy and the batch."""
+
+    num_workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0  # on 2 cores with 2 workers use 0.5 (environment.md)
+    gpus_per_worker: float = 1.0  # when use_gpu
+    threads: int | None = None  # torch CPU threads per worker (None: cores / workers)
+    strategy: Literal["none", "ddp", "fsdp2", "deepspeed"] = "ddp"  # none: one process, no wrapper
+    zero_stage: int = 2  # deepspeed: 1, 2 or 3
+    offload_optimizer: bool = False  # deepspeed: optimizer state in CPU memory (ZeRO-Offload)
+    finetune: Literal["full", "lora"] = "full"
+    lora: LoraConfig = LoraConfig()
+    gradient_checkpointing: bool = False
+    prompts_per_worker: int = 4  # prompts per worker per step (x grpo.n rollouts)
+    micro_batch: int = 8  # sequences per forward/backward; the rest is gradient accumulation
+    max_failures: int = 1  # worker-group restarts from the last checkpoint
+    keep_checkpoints: int = 2
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 1:
+            raise ValueError(f"trainer.num_workers must be >= 1, got {self.num_workers}")
+        if self.zero_stage not in (1, 2, 3):
+            raise ValueError(f"trainer.zero_stage must be 1, 2 or 3, got {self.zero_stage}")
+        if self.prompts_per_worker < 1 or self.micro_batch < 1:
+            raise ValueError("trainer.prompts_per_worker and trainer.micro_batch must be >= 1")
+
+
+@dataclasses.dataclass(frozen=True)
 class LoopConfig:
-    """What one worker needs to train (the job adds data, Ray and output settings around it)."""
+    """Everything a worker needs to train. jobs/ray_training.py's TrainConfig is this plus the job's
+    data, Ray and output sections, so every training setting is declared here, once."""
 
     recipe: Recipe = "grpo"
     model: ModelConfig = ModelConfig()
     prompt: PromptConfig = PromptConfig()
     grpo: GRPOConfig = GRPOConfig()
     optim: OptimConfig = OptimConfig()
-    strategy: str = "ddp"  # ddp | fsdp2 | deepspeed (zero stage in optim)
-    finetune: Literal["full", "lora"] = "full"
-    lora: LoraConfig = LoraConfig()
-    gradient_checkpointing: bool = False
-    prompts_per_worker: int = 4  # prompts per worker per step (x group_size rollouts)
-    micro_batch: int = 8  # sequences per forward/backward; the rest is gradient accumulation
+    trainer: TrainerConfig = TrainerConfig()
     epochs: int = 1
     max_steps: int | None = None  # None: epochs x steps per epoch
     checkpoint_every: int = 10  # steps; 0: only at the end
@@ -72,16 +97,14 @@ class LoopConfig:
     fail_at_step: int | None = None  # testing only: the last worker raises ONCE at this step
 
     def __post_init__(self) -> None:
-        if self.prompts_per_worker < 1 or self.micro_batch < 1 or self.epochs < 1:
-            raise ValueError("trainer: prompts_per_worker, micro_batch and epochs must be >= 1")
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"max_steps must be >= 1 (or null for whole epochs), got {self.max_steps}")
-        if self.finetune not in ("full", "lora"):
-            raise ValueError(f"trainer.finetune must be full or lora, got {self.finetune!r}")
 
     def grad_accum(self) -> int:
-        seqs = self.prompts_per_worker * (1 if self.recipe == "sft" else self.grpo.group_size)
-        return math.ceil(seqs / self.micro_batch)
+        seqs = self.trainer.prompts_per_worker * (1 if self.recipe == "sft" else self.grpo.n)
+        return math.ceil(seqs / self.trainer.micro_batch)
 
 
 class Session(Protocol):
@@ -101,8 +124,16 @@ class Session(Protocol):
 def with_lora(model: torch.nn.Module, lora: LoraConfig) -> torch.nn.Module:
     from peft import LoraConfig as PeftLora, get_peft_model
 
-    return get_peft_model(model, PeftLora(r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                                          target_modules=list(lora.target_modules), task_type="CAUSAL_LM"))
+    return get_peft_model(
+        model,
+        PeftLora(
+            r=lora.rank,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(lora.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+    )
 
 
 def build_model(cfg: LoopConfig, device: str) -> tuple[HFEngine, torch.nn.Module, torch.nn.Module | None]:
@@ -110,15 +141,16 @@ def build_model(cfg: LoopConfig, device: str) -> tuple[HFEngine, torch.nn.Module
 
     Weights are fp32 for training on every device (master weights: a 1e-6 update is lost in bf16);
     on GPU the strategies compute in bf16 (autocast, FSDP2's mixed precision, DeepSpeed's bf16)."""
+    t = cfg.trainer
     engine = HFEngine.from_config(dataclasses.replace(cfg.model, device=device, dtype="float32"))
-    model = with_lora(engine.model, cfg.lora) if cfg.finetune == "lora" else engine.model
-    if cfg.gradient_checkpointing:
+    model = with_lora(engine.model, t.lora) if t.finetune == "lora" else engine.model
+    if t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.train()
     ref = None
     if cfg.recipe != "sft" and cfg.grpo.kl_coef:
         # LoRA: the same model with its adapters disabled; full: a frozen copy, made before any sharding
-        ref = model if cfg.finetune == "lora" else copy.deepcopy(model).eval().requires_grad_(False)
+        ref = model if t.finetune == "lora" else copy.deepcopy(model).eval().requires_grad_(False)
     return engine, model, ref
 
 
@@ -130,8 +162,8 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
     path = resolve_model(cfg.model.name)
     model = load_model(path, state[next(iter(state))].dtype, "cpu", cfg.model.trust_remote_code)
     folder.mkdir(parents=True, exist_ok=True)
-    if cfg.finetune == "lora":
-        model = with_lora(model, cfg.lora)
+    if cfg.trainer.finetune == "lora":
+        model = with_lora(model, cfg.trainer.lora)
         model.load_state_dict(state)
         model.save_pretrained(folder / "adapter")
         model = model.merge_and_unload()
@@ -139,10 +171,26 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
         model.load_state_dict(state)
     model.save_pretrained(folder, safe_serialization=True)
     load_tokenizer(path, cfg.model.trust_remote_code).save_pretrained(folder)
-    lines = ["# reflectrm training export", "", f"Recipe `{cfg.recipe}` from `{cfg.model.name}` ({cfg.finetune}, {cfg.strategy}).",
-             "", "    reflectrm judge --model THIS_FOLDER --prompt ... --response-1 ... --response-2 ...", "",
-             "## Final metrics", "", "```json", json.dumps(summary, indent=2), "```", "", "## Config", "", "```json",
-             json.dumps(dataclasses.asdict(cfg), indent=2), "```", ""]
+    lines = [
+        "# reflectrm training export",
+        "",
+        f"Recipe `{cfg.recipe}` from `{cfg.model.name}` ({cfg.trainer.finetune}, {cfg.trainer.strategy}).",
+        "",
+        "    reflectrm judge --model THIS_FOLDER --prompt ... --response-1 ... --response-2 ...",
+        "",
+        "## Final metrics",
+        "",
+        "```json",
+        json.dumps(summary, indent=2),
+        "```",
+        "",
+        "## Config",
+        "",
+        "```json",
+        json.dumps(dataclasses.asdict(cfg), indent=2),
+        "```",
+        "",
+    ]
     (folder / "README.md").write_text("\n".join(lines))
     return folder
 
@@ -150,52 +198,94 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
 # ---------------------------------------------------------------------------------------- steps
 
 
-def grpo_step(cfg: LoopConfig, engine: HFEngine, strategy: Strategy, ref: torch.nn.Module | None, rows: list[dict[str, Any]], step: int) -> dict[str, float]:
-    rank, size = world()
+def grpo_step(
+    cfg: LoopConfig,
+    policy: HFEngine,
+    strategy: Strategy,
+    ref: torch.nn.Module | None,
+    rows: list[dict[str, Any]],
+    step: int,
+) -> dict[str, float]:
+    """One GRPO step. `policy` generates the rollouts: the engine over this step's rollout model
+    (`engine.with_model(strategy.rollout_model())`, which the loop passes in)."""
+    _, size = world()
     t0 = time.perf_counter()
-    engine.model = strategy.rollout_model().eval()
     seeds = [derive_seed(cfg.seed, r["id"], step) for r in rows]
-    ro = rollout(engine, rows, cfg.grpo, cfg.prompt, seeds=seeds)
+    ro = rollout(policy, rows, cfg.grpo, cfg.prompt, seeds=seeds)
     gen_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    adv = group_advantages(ro.rewards, cfg.grpo.group_size)
+    adv = group_advantages(ro.rewards, cfg.grpo.n)
     local_tokens = sum(len(c) for c in ro.completion_ids)
-    seq_tokens = local_tokens + sum(len(p) for p in ro.prompt_ids)  # what the update runs over
     (all_tokens,) = all_sum([local_tokens])
     normalizer = max(all_tokens, 1.0) / size  # gradients are averaged over workers: the sum / all tokens
     strategy.module.train()
-    pad = engine.tokenizer.pad_token_id
+    pad = policy.tokenizer.pad_token_id
     loss_sum = kl_sum = 0.0
     n = len(ro.completion_ids)
-    for start in range(0, cfg.grad_accum() * cfg.micro_batch, cfg.micro_batch):  # same count on every worker
-        idx = list(range(start, min(start + cfg.micro_batch, n)))
+    for start in range(
+        0, cfg.grad_accum() * cfg.trainer.micro_batch, cfg.trainer.micro_batch
+    ):  # same count on every worker
+        idx = list(range(start, min(start + cfg.trainer.micro_batch, n)))
         with strategy.autocast():
-            loss, info = grpo_loss_on(strategy.forward_model(), ro.select(idx), cfg.grpo, pad, ref_model=ref, advantages=adv[idx], normalizer=normalizer)
+            loss, info = grpo_loss_on(
+                strategy.forward_model(),
+                ro.select(idx),
+                cfg.grpo,
+                pad,
+                ref_model=ref,
+                advantages=adv[idx],
+                normalizer=normalizer,
+            )
         strategy.backward(loss)
         loss_sum += float(loss.detach())
         kl_sum += info["kl"] * info["tokens"]
     grad_norm = strategy.step()
     update_s = time.perf_counter() - t0
 
-    sums = [loss_sum, kl_sum, local_tokens, gen_s, update_s, seq_tokens]
-    for task in TASKS:
+    local = {
+        "loss": loss_sum,
+        "kl": kl_sum,
+        "tokens": local_tokens,
+        "gen_s": gen_s,
+        "update_s": update_s,
+        "seq_tokens": local_tokens + sum(len(p) for p in ro.prompt_ids),
+    }
+    for task, name in TASKS.items():
         pick = [i for i, t in enumerate(ro.tasks) if t == task]
-        sums += [len(pick), float(ro.rewards[pick].sum()) if pick else 0.0, sum(ro.valid[i] for i in pick), sum(ro.correct[i] for i in pick)]
-    tot = all_sum(sums)
-    loss_all, kl_all, tokens, gen_all, upd_all, seq_all = tot[:6]
-    m: dict[str, float] = {"loss": loss_all / size, "kl": kl_all / max(tokens, 1), "grad_norm": grad_norm, "lr": strategy.lr(),
-                           "gen_seconds": gen_all / size, "update_seconds": upd_all / size, "completion_tokens": tokens,
-                           "gen_tokens_per_s": tokens / max(gen_all / size, 1e-9), "update_tokens_per_s": seq_all / max(upd_all / size, 1e-9)}
-    count = reward = valid = correct = 0.0
-    for k, task in enumerate(TASKS):
-        c, r, v, a = tot[6 + 4 * k : 10 + 4 * k]
-        count, reward, valid, correct = count + c, reward + r, valid + v, correct + a
-        name = "pref" if task == "response" else "refl"
+        local |= {
+            f"{name}_rollouts": len(pick),
+            f"{name}_reward": float(ro.rewards[pick].sum()) if pick else 0.0,
+            f"{name}_valid": sum(ro.valid[i] for i in pick),
+            f"{name}_correct": sum(ro.correct[i] for i in pick),
+        }
+    tot = all_sum_named(local)
+    m: dict[str, float] = {
+        "loss": tot["loss"] / size,
+        "kl": tot["kl"] / max(tot["tokens"], 1),
+        "grad_norm": grad_norm,
+        "lr": strategy.lr(),
+        "gen_seconds": tot["gen_s"] / size,
+        "update_seconds": tot["update_s"] / size,
+        "completion_tokens": tot["tokens"],
+        "gen_tokens_per_s": tot["tokens"] / max(tot["gen_s"] / size, 1e-9),
+        "update_tokens_per_s": tot["seq_tokens"] / max(tot["update_s"] / size, 1e-9),
+    }
+    for name in TASKS.values():
+        c = tot[f"{name}_rollouts"]
         m[f"{name}_rollouts"] = c
         if c:
-            m[f"{name}_reward_mean"], m[f"{name}_valid_rate"], m[f"{name}_accuracy"] = r / c, v / c, a / c
-    m.update(reward_mean=reward / count, valid_rate=valid / count, accuracy=correct / count)
+            m |= {
+                f"{name}_reward_mean": tot[f"{name}_reward"] / c,
+                f"{name}_valid_rate": tot[f"{name}_valid"] / c,
+                f"{name}_accuracy": tot[f"{name}_correct"] / c,
+            }
+    count = sum(tot[f"{name}_rollouts"] for name in TASKS.values())
+    m.update(
+        reward_mean=sum(tot[f"{name}_reward"] for name in TASKS.values()) / count,
+        valid_rate=sum(tot[f"{name}_valid"] for name in TASKS.values()) / count,
+        accuracy=sum(tot[f"{name}_correct"] for name in TASKS.values()) / count,
+    )
     return m
 
 
@@ -210,18 +300,29 @@ def sft_step(cfg: LoopConfig, engine: HFEngine, strategy: Strategy, rows: list[d
     normalizer = max(all_tokens, 1.0) / size
     strategy.module.train()
     loss_sum = 0.0
-    for start in range(0, cfg.grad_accum() * cfg.micro_batch, cfg.micro_batch):
-        p, t = prompts[start : start + cfg.micro_batch], targets[start : start + cfg.micro_batch]
+    mb = cfg.trainer.micro_batch
+    for start in range(0, cfg.grad_accum() * mb, mb):
+        p, t = prompts[start : start + mb], targets[start : start + mb]
         if not p:  # keep the micro-batch count equal on every worker (collectives)
             p, t = prompts[:1], [[]]
         with strategy.autocast():
-            loss = sft_loss_on(strategy.forward_model(), p, t, tok.pad_token_id, normalizer=normalizer) if any(t) else _zero_loss(strategy)
+            loss = (
+                sft_loss_on(strategy.forward_model(), p, t, tok.pad_token_id, normalizer=normalizer)
+                if any(t)
+                else _zero_loss(strategy)
+            )
         strategy.backward(loss)
         loss_sum += float(loss.detach())
     grad_norm = strategy.step()
     loss_all, tokens, secs = all_sum([loss_sum, local_tokens, time.perf_counter() - t0])
-    return {"loss": loss_all / size, "grad_norm": grad_norm, "lr": strategy.lr(), "target_tokens": tokens,
-            "update_seconds": secs / size, "gen_seconds": 0.0}
+    return {
+        "loss": loss_all / size,
+        "grad_norm": grad_norm,
+        "lr": strategy.lr(),
+        "target_tokens": tokens,
+        "update_seconds": secs / size,
+        "gen_seconds": 0.0,
+    }
 
 
 def _zero_loss(strategy: Strategy) -> torch.Tensor:
@@ -232,7 +333,7 @@ def greedy_check(cfg: LoopConfig, engine: HFEngine, rows: Sequence[dict[str, Any
     """Greedy judgments of held-out rows: accuracy and valid-format rate (run on one worker)."""
     if not rows:
         return {}
-    g = dataclasses.replace(cfg.grpo, group_size=1, temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens)
+    g = dataclasses.replace(cfg.grpo, n=1, temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens)
     ro = rollout(engine, rows, g, cfg.prompt, seeds=[0] * len(rows))
     return {"eval_accuracy": sum(ro.correct) / len(rows), "eval_valid_rate": sum(ro.valid) / len(rows)}
 
@@ -240,16 +341,27 @@ def greedy_check(cfg: LoopConfig, engine: HFEngine, rows: Sequence[dict[str, Any
 # ---------------------------------------------------------------------------------------- loop
 
 
-def train_worker(cfg: LoopConfig, session: Session, steps_per_epoch: int, held_out: Sequence[dict[str, Any]], device: str = "cpu") -> dict[str, Any]:
+def train_worker(
+    cfg: LoopConfig, session: Session, steps_per_epoch: int, held_out: Sequence[dict[str, Any]], device: str = "cpu"
+) -> dict[str, Any]:
     """The whole run on one worker; returns the last metrics (with the export path on rank 0)."""
     import torch.distributed as dist
 
     rank, size = world()
     torch.manual_seed(cfg.seed)
     engine, model, ref = build_model(cfg, device)
-    strategy = make_strategy(model, cfg.optim, cfg.strategy, cfg.grad_accum(), bf16=device.startswith("cuda"))
+    t = cfg.trainer
+    strategy = make_strategy(
+        model,
+        cfg.optim,
+        t.strategy,
+        cfg.grad_accum(),
+        bf16=device.startswith("cuda"),
+        zero_stage=t.zero_stage,
+        offload_optimizer=t.offload_optimizer,
+    )
     if steps_per_epoch < 1:
-        raise ValueError(f"not one step of data: each step needs {size} worker(s) x {cfg.prompts_per_worker} prompts")
+        raise ValueError(f"not one step of data: each step needs {size} worker(s) x {t.prompts_per_worker} prompts")
     total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
 
     step = 0
@@ -261,7 +373,10 @@ def train_worker(cfg: LoopConfig, session: Session, steps_per_epoch: int, held_o
     if rank == 0:
         session.output.mkdir(parents=True, exist_ok=True)
         _truncate_metrics(metrics_file, step)
-        _append(events_file, {"event": "start", "resumed_from": step, "total_steps": total, "workers": size, "time": time.time()})
+        _append(
+            events_file,
+            {"event": "start", "resumed_from": step, "total_steps": total, "workers": size, "time": time.time()},
+        )
     bar = session.progress(total, step) if rank == 0 else None
 
     last: dict[str, Any] = {}
@@ -274,7 +389,10 @@ def train_worker(cfg: LoopConfig, session: Session, steps_per_epoch: int, held_o
             if step >= total or i >= steps_per_epoch:
                 break
             t0 = time.perf_counter()
-            m = sft_step(cfg, engine, strategy, rows) if cfg.recipe == "sft" else grpo_step(cfg, engine, strategy, ref, rows, step)
+            if cfg.recipe == "sft":
+                m = sft_step(cfg, engine, strategy, rows)
+            else:
+                m = grpo_step(cfg, engine.with_model(strategy.rollout_model().eval()), strategy, ref, rows, step)
             step += 1
             if cfg.fail_at_step == step and rank == size - 1:
                 marker = session.output / f".failed_once_at_{step}"
@@ -284,8 +402,7 @@ def train_worker(cfg: LoopConfig, session: Session, steps_per_epoch: int, held_o
             if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
                 rollout_model = strategy.rollout_model().eval()  # collective under FSDP2 / ZeRO-3
                 if rank == 0:
-                    engine.model = rollout_model
-                    m.update(greedy_check(cfg, engine, held_out))
+                    m.update(greedy_check(cfg, engine.with_model(rollout_model), held_out))
                 if size > 1:
                     dist.barrier()
             m.update(step=step, epoch=epoch, step_seconds=time.perf_counter() - t0)
@@ -311,7 +428,9 @@ def train_worker(cfg: LoopConfig, session: Session, steps_per_epoch: int, held_o
     state = strategy.full_state_dict()  # collective
     if rank == 0:
         bar.close()
-        final = export(cfg, state, session.output / "final", {k: v for k, v in last.items() if isinstance(v, (int, float))})
+        final = export(
+            cfg, state, session.output / "final", {k: v for k, v in last.items() if isinstance(v, (int, float))}
+        )
         _append(events_file, {"event": "end", "step": step, "time": time.time()})
         last = {**last, "export": str(final)}
     return last
@@ -365,3 +484,56 @@ class LocalSession:
         from tqdm import tqdm
 
         return tqdm(total=total, initial=initial, desc="train", unit="step")
+
+
+# ---------------------------------------------------------------------------------------- the run's summary
+
+SUMMARY_KEYS = (
+    "loss",
+    "reward_mean",
+    "valid_rate",
+    "accuracy",
+    "pref_accuracy",
+    "refl_accuracy",
+    "kl",
+    "eval_accuracy",
+    "eval_valid_rate",
+    "gen_tokens_per_s",
+    "update_tokens_per_s",
+    "gen_seconds",
+    "update_seconds",
+)
+
+
+def summarize_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """From metrics.jsonl's rows: the first and last step, the generation share of step time, and
+    `table`: [metric, first, last, "step a -> step b"] (eval metrics from the first and last eval)."""
+    first, last = rows[0], rows[-1]
+    evals = [r for r in rows if "eval_accuracy" in r]
+    table_rows = []
+    for k in SUMMARY_KEYS:
+        a, b = (evals[0], evals[-1]) if k.startswith("eval") and evals else (first, last)
+        if k in b:
+            table_rows.append([k, a.get(k), b.get(k), f"{a['step']} -> {b['step']}"])
+    gen = sum(r.get("gen_seconds", 0) for r in rows)
+    upd = sum(r.get("update_seconds", 0) for r in rows)
+    return {
+        "steps": last["step"],
+        "generation_share": round(gen / max(gen + upd, 1e-9), 3),
+        "first": first,
+        "last": last,
+        "table": table_rows,
+    }
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.jsonl's rows (a line being written right now is left out)."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            break
+    return rows

@@ -16,7 +16,12 @@ def ray_local():
 
     from jobs.ray_setup import quiet_workers
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.WARNING,
-             runtime_env={"worker_process_setup_hook": quiet_workers})  # as the jobs' embedded Ray does
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        runtime_env={"worker_process_setup_hook": quiet_workers},
+    )  # as the jobs' embedded Ray does
     yield ray
     ray.shutdown()

@@ -26,12 +26,14 @@ def test_killed_run_resumes_without_duplicates(ray_local, tmp_path, capsys):
     import sys
     import time
 
-    args = SMOKE + ["mix.ratio=1:0", "pool.batch_size=2", "sampling.max_new_tokens=48"]
+    args = SMOKE + ["mix.ratio=1:0", "pool.batch_size=2", "judge.max_new_tokens=48"]
     out = tmp_path / "killed"
     address = ray_local.get_runtime_context().gcs_address
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobs.build_data", *args, f"output={out}", f"ray.address={address}"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "RAY_AUTH_MODE": "disabled"},
     )
     deadline = time.time() + 240
     try:
@@ -51,7 +53,11 @@ def test_killed_run_resumes_without_duplicates(ray_local, tmp_path, capsys):
     assert len(ids) == len(set(ids)) == 24
     stats = json.loads((out / "stats.json").read_text())
     assert stats == resumed
-    assert stats["items"] == 24 and stats["judgments"] == 24 * 4 and stats["prompt_template"].startswith("reflectrm-prompts")
+    assert (
+        stats["items"] == 24
+        and stats["judgments"] == 24 * 4
+        and stats["prompt_template"].startswith("reflectrm-prompts")
+    )
     assert stats["easy_dropped"] + stats["preference_available"] == 24
     pref, refl, mix = (read(out / f"{n}.parquet") for n in ("pref", "refl", "mix"))
     assert len(pref) == stats["preference_available"] and len(refl) == stats["reflection_available"]

@@ -26,13 +26,32 @@ def cluster(tmp_path_factory):
     yield state
     stopped = local_cluster.stop()
     assert stopped == 2 and not local_cluster.STATE.exists()
-    assert not any(local_cluster._alive(p) or local_cluster.group_alive(p) for p in state["pids"])  # nothing of theirs is left
+    assert not any(
+        local_cluster._alive(p) or local_cluster.group_alive(p) for p in state["pids"]
+    )  # nothing of theirs is left
 
 
 def submit(cluster, *entrypoint: str) -> str:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
-    out = subprocess.run([RAY, "job", "submit", "--address", cluster["dashboard"], "--runtime-env", "cluster/runtime_env.yaml",
-                          "--no-wait", "--", *entrypoint], capture_output=True, text=True, env=env, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [
+            RAY,
+            "job",
+            "submit",
+            "--address",
+            cluster["dashboard"],
+            "--runtime-env",
+            "cluster/runtime_env.yaml",
+            "--no-wait",
+            "--",
+            *entrypoint,
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=True,
+    ).stdout
     return next(line.split("'")[1] for line in out.splitlines() if "submitted successfully" in line)
 
 
@@ -55,12 +74,42 @@ def wait(cluster, job_ids: list[str], timeout_s: float = 480) -> dict[str, str]:
 def test_train_and_score_jobs_on_a_two_node_cluster(cluster, tmp_path):
     assert cluster["nodes"] == 2 and local_cluster.status()["alive_nodes"] == 2
     train_out, score_out = tmp_path / "train", tmp_path / "score"  # absolute paths every node sees (one machine here)
-    train = submit(cluster, "python", "-m", "jobs.train", "--config", "jobs/configs/rft.yaml", "model=tiny-random",
-                   "data.format=synthetic", "data.path=12", "data.held_out=2", "max_steps=2", "grpo.group_size=2", "grpo.max_new_tokens=8",
-                   "trainer.num_workers=2", "trainer.cpus_per_worker=0.5", "trainer.prompts_per_worker=1", "eval_every=0",
-                   "checkpoint_every=1", f"output={train_out}")
-    score = submit(cluster, "python", "-m", "jobs.score", "--config", "jobs/configs/score.yaml", "model=tiny-random", "data.path=4",
-                   "judge.n=2", "judge.max_new_tokens=8", "stages.separate=false", "stages.stage1.cpus=0.5", f"output={score_out}")
+    train = submit(
+        cluster,
+        "python",
+        "-m",
+        "jobs.train",
+        "--config",
+        "jobs/configs/rft.yaml",
+        "model=tiny-random",
+        "data.format=synthetic",
+        "data.path=12",
+        "data.held_out=2",
+        "max_steps=2",
+        "grpo.n=2",
+        "grpo.max_new_tokens=8",
+        "trainer.num_workers=2",
+        "trainer.cpus_per_worker=0.5",
+        "trainer.prompts_per_worker=1",
+        "eval_every=0",
+        "checkpoint_every=1",
+        f"output={train_out}",
+    )
+    score = submit(
+        cluster,
+        "python",
+        "-m",
+        "jobs.score",
+        "--config",
+        "jobs/configs/score.yaml",
+        "model=tiny-random",
+        "data.path=4",
+        "judge.n=2",
+        "judge.max_new_tokens=8",
+        "stages.separate=false",
+        "stages.stage1.cpus=0.5",
+        f"output={score_out}",
+    )
     assert wait(cluster, [train, score]) == {train: "SUCCEEDED", score: "SUCCEEDED"}
 
     summary = json.loads((train_out / "summary.json").read_text())

@@ -8,14 +8,17 @@ import json
 import pytest
 
 from jobs.common import parse_job_config
-from jobs.main import MainConfig, heldout_pairs, main
+from jobs.main import BUILD_SEED, EVAL_SEED, TRAIN_SEED, MainConfig, main
+from reflectrm.experiment import heldout_pairs
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
 
 def test_heldout_pairs_never_appear_in_training():
     cfg = parse_job_config(MainConfig, ["--config", "jobs/configs/main.yaml"], "")
-    pairs, dropped = heldout_pairs(cfg)
+    pairs, dropped = heldout_pairs(
+        cfg.eval.pairs, EVAL_SEED, {TRAIN_SEED: cfg.warmstart.steps * 4 + 4, BUILD_SEED: cfg.build.pairs}
+    )
     assert len(pairs) + dropped == cfg.eval.pairs and len(pairs) >= cfg.eval.pairs - 2
 
 
@@ -23,10 +26,18 @@ def test_main_job_smoke(ray_local, tmp_path, capsys):
     summary = main(["--config", "jobs/configs/main_smoke.yaml", f"output={tmp_path}"])
     printed = capsys.readouterr().out
     assert "accuracy" in printed and "valid format" in printed and "->" in printed
-    assert list(summary["seconds"]) == ["evaluate before", "warm start (sft)", "build_data", "grpo", "evaluate after"]  # every stage ran, in order
+    assert list(summary["seconds"]) == [
+        "evaluate before",
+        "warm start (sft)",
+        "build_data",
+        "grpo",
+        "evaluate after",
+    ]  # every stage ran, in order
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved == json.loads(json.dumps(summary))
-    assert [(r["dataset"], r["method"]) for r in saved["results"]] == [("synthetic", m) for m in ("greedy", "majority", "reflect")]
+    assert [(r["dataset"], r["method"]) for r in saved["results"]] == [
+        ("synthetic", m) for m in ("greedy", "majority", "reflect")
+    ]
     for r in saved["results"]:
         for key in ("accuracy", "consistency", "valid_judgment_rate"):
             assert all(v is None or 0 <= v <= 1 for v in r[key].values())

@@ -10,7 +10,13 @@ import pytest
 from jobs import evaluate, score
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
-TINY = ["model=tiny-random", "judge.max_new_tokens=8", "judge.n=2", "stages.stage1.batch_size=3", "stages.stage2.batch_size=3"]
+TINY = [
+    "model=tiny-random",
+    "judge.max_new_tokens=8",
+    "judge.n=2",
+    "stages.stage1.batch_size=3",
+    "stages.stage2.batch_size=3",
+]
 LLMBAR = "../shared/data/llmbar/natural.json"
 
 
@@ -45,13 +51,29 @@ def test_score_in_one_pool_to_jsonl_matches_the_library(ray_local, tmp_path):
 
     engine = "vllm" if vllm_available() else "hf"
     out = tmp_path / "one"
-    summary = score.main(["--config", "jobs/configs/score.yaml", "model=tiny-judge", f"model.engine={engine}", "model.vllm.kv_cache_gib=1",
-                          "model.max_prompt_tokens=1024", "data.path=6", "judge.mode=greedy", "judge.max_new_tokens=96", "stages.separate=false",
-                          "stages.stage1.batch_size=6", "output_format=jsonl", f"output={out}"])
+    summary = score.main(
+        [
+            "--config",
+            "jobs/configs/score.yaml",
+            "model=tiny-judge",
+            f"model.engine={engine}",
+            "model.vllm.kv_cache_gib=1",
+            "model.max_prompt_tokens=1024",
+            "data.path=6",
+            "judge.mode=greedy",
+            "judge.max_new_tokens=96",
+            "stages.separate=false",
+            "stages.stage1.batch_size=6",
+            "output_format=jsonl",
+            f"output={out}",
+        ]
+    )
     rows = [json.loads(line) for line in (out / "scores.jsonl").read_text().splitlines()]
     assert summary["pairs"] == len(rows) == len({r["id"] for r in rows}) == 6
     assert all(r["mode"] == "greedy" and len(r["trace"]["judgments"]) == 1 for r in rows)  # trace nested in JSONL
-    expected = Judge(HFEngine.from_config(ModelConfig(name="tiny-judge")), JudgeConfig(mode="greedy", max_new_tokens=96)).judge(synthetic_pairs(6), "greedy")
+    expected = Judge(
+        HFEngine.from_config(ModelConfig(name="tiny-judge")), JudgeConfig(mode="greedy", max_new_tokens=96)
+    ).judge(synthetic_pairs(6), "greedy")
     assert [r["trace"]["judgments"][0]["text"] for r in rows] == [e.judgments[0].text for e in expected]
     assert [r["preferred"] for r in rows] == [e.preferred for e in expected]
     assert any(r["preferred"] is not None for r in rows)
@@ -59,12 +81,26 @@ def test_score_in_one_pool_to_jsonl_matches_the_library(ray_local, tmp_path):
 
 def test_evaluate_contract_end_to_end(ray_local, tmp_path):
     out = tmp_path / "eval"
-    summary = evaluate.main(["--config", "jobs/configs/evaluate.yaml", "model=tiny-random", f"datasets=[llmbar:{LLMBAR}]",
-                             "methods=[greedy,majority,reflect]", "n=2", "limit=4", "judge.max_new_tokens=8",
-                             "stages.stage1.batch_size=4", "stages.stage2.batch_size=4", f"output={out}"])
+    summary = evaluate.main(
+        [
+            "--config",
+            "jobs/configs/evaluate.yaml",
+            "model=tiny-random",
+            f"datasets=[llmbar:{LLMBAR}]",
+            "methods=[greedy,majority,reflect]",
+            "n=2",
+            "limit=4",
+            "judge.max_new_tokens=8",
+            "stages.stage1.batch_size=4",
+            "stages.stage2.batch_size=4",
+            f"output={out}",
+        ]
+    )
     data = json.loads((out / "results.json").read_text())
     assert data["model"] == "tiny-random" and data == json.loads(json.dumps(summary))
-    assert [(r["dataset"], r["method"]) for r in data["results"]] == [("llmbar/natural", m) for m in ("greedy", "majority", "reflect")]
+    assert [(r["dataset"], r["method"]) for r in data["results"]] == [
+        ("llmbar/natural", m) for m in ("greedy", "majority", "reflect")
+    ]
     for r in data["results"]:
         assert r["n_items"] == 4
         for key in ("accuracy", "accuracy_swapped", "consistency", "invalid_rate", "tokens_per_item"):
@@ -73,6 +109,8 @@ def test_evaluate_contract_end_to_end(ray_local, tmp_path):
     greedy, majority, reflect = data["results"]
     assert greedy["tokens_per_item"] <= 8 < reflect["tokens_per_item"]  # one judgment vs n=2
     assert majority["tokens_per_item"] <= reflect["tokens_per_item"]  # majority = reflect's stage 1
-    assert (out / "results.png").stat().st_size > 1000 and "| llmbar/natural | reflect" in (out / "results.md").read_text()
+    assert (out / "results.png").stat().st_size > 1000 and "| llmbar/natural | reflect" in (
+        out / "results.md"
+    ).read_text()
     parts = [r["id"] for p in (out / "parts").glob("part-*.parquet") for r in pq.read_table(p).to_pylist()]
     assert len(parts) == len(set(parts)) == 4 * 2 * 2  # 4 pairs x (greedy, reflect) x 2 orders; majority needs no run

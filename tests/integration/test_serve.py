@@ -14,9 +14,26 @@ from reflectrm.models import load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
-ARGS = {"model": "tiny-random", "judge": {"n": 3, "max_new_tokens": 8, "seed": 0}, "max_n": 4, "max_new_tokens_cap": 64,
-        "max_prompt_tokens": 600, "stage1": {"max_batch_size": 16, "threads": 1}, "stage2": {"max_batch_size": 16, "threads": 1}}
-JUDGE_FIELDS = {"id", "preferred", "mode", "score", "majority", "judgments", "anchor", "reflections", "stage2_skipped", "usage"}
+ARGS = {
+    "model": {"name": "tiny-random", "max_prompt_tokens": 600},
+    "judge": {"n": 3, "max_new_tokens": 8, "seed": 0},
+    "max_n": 4,
+    "max_new_tokens_cap": 64,
+    "stage1": {"max_batch_size": 16, "threads": 1},
+    "stage2": {"max_batch_size": 16, "threads": 1},
+}
+JUDGE_FIELDS = {
+    "id",
+    "preferred",
+    "mode",
+    "score",
+    "majority",
+    "judgments",
+    "anchor",
+    "reflections",
+    "stage2_skipped",
+    "usage",
+}
 OK = {"prompt": "Say hi.", "response_1": "hi", "response_2": "HELLO THERE"}
 
 
@@ -60,7 +77,12 @@ def test_health_models_and_openapi(url):
 
 
 def test_judge_returns_the_cli_json_with_a_request_id(url):
-    r = post(url, "/v1/judge", {**OK, "mode": "reflect", "n": 2, "max_new_tokens": 6, "seed": 7}, headers={"X-Request-ID": "abc123"})
+    r = post(
+        url,
+        "/v1/judge",
+        {**OK, "mode": "reflect", "n": 2, "max_new_tokens": 6, "seed": 7},
+        headers={"X-Request-ID": "abc123"},
+    )
     assert r.status_code == 200 and r.headers["x-request-id"] == "abc123"
     body = r.json()
     assert JUDGE_FIELDS <= set(body) and body["request_id"] == "abc123" and body["mode"] == "reflect"
@@ -72,8 +94,13 @@ def test_judge_returns_the_cli_json_with_a_request_id(url):
 
 
 def test_judge_messages_and_swap(url):
-    body = {"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}],
-            "response_1": "hi", "response_2": "bye", "mode": "majority", "swap": True}
+    body = {
+        "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Say hi."}],
+        "response_1": "hi",
+        "response_2": "bye",
+        "mode": "majority",
+        "swap": True,
+    }
     out = post(url, "/v1/judge", body).json()
     assert JUDGE_FIELDS <= set(out["swapped"]) and isinstance(out["consistent"], bool)
     assert out["consistent"] == (out["preferred"] is not None and out["swapped"]["preferred"] == 3 - out["preferred"])
@@ -93,13 +120,31 @@ def test_get_reward_openrlhf_protocol(url):
     body = r.json()
     assert set(body) == {"rewards", "scores", "extra_logs"} and len(body["scores"]) == 1
     assert 0.0 <= body["scores"][0] <= 1.0 and body["rewards"][0] == pytest.approx(2 * body["scores"][0] - 1)
-    assert all(isinstance(v, list) and len(v) == 1 for v in body["extra_logs"].values()) and body["extra_logs"]["no_reference"] == [0.0]
+    assert all(isinstance(v, list) and len(v) == 1 for v in body["extra_logs"].values()) and body["extra_logs"][
+        "no_reference"
+    ] == [0.0]
     # several samples at once; labels as an object, missing, and a malformed sample: only those get 0.5 / 0.0 and a flag
-    many = post(url, "/get_reward", {"query": [query, query, 42, query], "prompts": [prompt] * 4,
-                                     "labels": [{"reference": "4"}, None, "4", {"other": 1}]}).json()
+    many = post(
+        url,
+        "/get_reward",
+        {
+            "query": [query, query, 42, query],
+            "prompts": [prompt] * 4,
+            "labels": [{"reference": "4"}, None, "4", {"other": 1}],
+        },
+    ).json()
     assert many["scores"][1:] == [0.5, 0.5, 0.5] and many["rewards"][1:] == [0.0, 0.0, 0.0]
-    assert many["extra_logs"]["no_reference"] == [0.0, 1.0, 0.0, 1.0] and many["extra_logs"]["error"] == [0.0, 0.0, 1.0, 0.0]
-    assert post(url, "/get_reward", {"query": [], "prompts": [], "labels": []}).json() == {"rewards": [], "scores": [], "extra_logs": {}}
+    assert many["extra_logs"]["no_reference"] == [0.0, 1.0, 0.0, 1.0] and many["extra_logs"]["error"] == [
+        0.0,
+        0.0,
+        1.0,
+        0.0,
+    ]
+    assert post(url, "/get_reward", {"query": [], "prompts": [], "labels": []}).json() == {
+        "rewards": [],
+        "scores": [],
+        "extra_logs": {},
+    }
 
 
 def test_get_reward_one_sample_per_request_many_at_once(url):
@@ -107,7 +152,10 @@ def test_get_reward_one_sample_per_request_many_at_once(url):
 
     async def go():
         async with httpx.AsyncClient(timeout=120) as client:
-            reqs = [client.post(url + "/get_reward", json={"query": [query], "prompts": [prompt], "labels": [f"Red {i}."]}) for i in range(12)]
+            reqs = [
+                client.post(url + "/get_reward", json={"query": [query], "prompts": [prompt], "labels": [f"Red {i}."]})
+                for i in range(12)
+            ]
             return await asyncio.gather(*reqs)
 
     responses = asyncio.run(go())
@@ -119,8 +167,14 @@ def test_openai_client_chat_completions(url):
     from openai import OpenAI
 
     client = OpenAI(base_url=url + "/v1", api_key="unused")
-    out = client.chat.completions.create(model="tiny-random", messages=[{"role": "user", "content": "Hello"}], max_tokens=5, temperature=0, n=2)
-    assert len(out.choices) == 2 and isinstance(out.choices[0].message.content, str) and out.choices[0].message.role == "assistant"
+    out = client.chat.completions.create(
+        model="tiny-random", messages=[{"role": "user", "content": "Hello"}], max_tokens=5, temperature=0, n=2
+    )
+    assert (
+        len(out.choices) == 2
+        and isinstance(out.choices[0].message.content, str)
+        and out.choices[0].message.role == "assistant"
+    )
     assert out.choices[0].finish_reason in ("stop", "length") and 0 < out.usage.completion_tokens <= 10
     assert out.choices[0].message.content == out.choices[1].message.content  # temperature 0: greedy, both the same
 
@@ -131,8 +185,11 @@ def test_trainer_integrations_call_the_service(url, monkeypatch):
     monkeypatch.setenv("REFLECTRM_URL", url)
     got = verl.compute_score("gsm8k", "4", "The answer is 4.", {"prompt": "What is 2 + 2?"})
     assert -1.0 <= got["score"] <= 1.0 and got["score"] == pytest.approx(2 * got["prob_better"] - 1)
-    rewards = trl.reward_func(["What is 2 + 2?", [{"role": "user", "content": "Hi"}]], ["4", [{"role": "assistant", "content": "Hello"}]],
-                              reference=["4", None])
+    rewards = trl.reward_func(
+        ["What is 2 + 2?", [{"role": "user", "content": "Hi"}]],
+        ["4", [{"role": "assistant", "content": "Hello"}]],
+        reference=["4", None],
+    )
     assert len(rewards) == 2 and -1.0 <= rewards[0] <= 1.0 and rewards[1] is None
     with pytest.raises(ValueError, match="extra_info.prompt"):
         verl.compute_score("gsm8k", "4", "4", {})
@@ -168,9 +225,32 @@ BAD = [
     ("judge", {**OK, "prompt": LONG}, 413, "prompt"),
     ("judge", {"messages": [], "response_1": "a", "response_2": "b"}, 422, "messages"),
     ("judge", {"messages": [{"role": "user"}], "response_1": "a", "response_2": "b"}, 422, "messages.0.content"),
-    ("judge", {"messages": [{"role": "robot", "content": "q"}], "response_1": "a", "response_2": "b"}, 422, "messages.0.role"),
-    ("judge", {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}], "response_1": "a", "response_2": "b"}, 422, "messages"),
-    ("judge", {"messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}], "response_1": "a", "response_2": "b"}, 422, "messages.0.content"),
+    (
+        "judge",
+        {"messages": [{"role": "robot", "content": "q"}], "response_1": "a", "response_2": "b"},
+        422,
+        "messages.0.role",
+    ),
+    (
+        "judge",
+        {
+            "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+            "response_1": "a",
+            "response_2": "b",
+        },
+        422,
+        "messages",
+    ),
+    (
+        "judge",
+        {
+            "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}],
+            "response_1": "a",
+            "response_2": "b",
+        },
+        422,
+        "messages.0.content",
+    ),
     ("reward", "{bad", 400, "body"),
     ("reward", {}, 422, "query"),
     ("reward", {"query": "text"}, 422, "query"),
@@ -196,7 +276,13 @@ def test_bad_input_gets_4xx_json_naming_the_field_and_the_fix(url):
         content = body if isinstance(body, str) else json.dumps(body)
         r = httpx.post(url + PATHS[endpoint], content=content, headers={"Content-Type": "application/json"}, timeout=60)
         err = r.json().get("error", {}) if r.headers.get("content-type", "").startswith("application/json") else {}
-        if r.status_code != status or err.get("field") != field or not err.get("fix") or not err.get("message") or "request_id" not in r.json():
+        if (
+            r.status_code != status
+            or err.get("field") != field
+            or not err.get("fix")
+            or not err.get("message")
+            or "request_id" not in r.json()
+        ):
             failures.append((endpoint, str(body)[:60], r.status_code, r.text[:200]))
     assert failures == []
     too_long = httpx.post(url + "/v1/judge", json={**OK, "prompt": LONG}).json()["error"]
@@ -210,7 +296,9 @@ def test_bad_input_gets_4xx_json_naming_the_field_and_the_fix(url):
 def test_32_concurrent_requests_are_all_answered(url):
     async def go():
         async with httpx.AsyncClient(timeout=180) as client:
-            return await asyncio.gather(*(client.post(url + "/v1/judge", json={**OK, "prompt": f"Say hi {i}."}) for i in range(32)))
+            return await asyncio.gather(
+                *(client.post(url + "/v1/judge", json={**OK, "prompt": f"Say hi {i}."}) for i in range(32))
+            )
 
     responses = asyncio.run(go())
     assert [r.status_code for r in responses] == [200] * 32
@@ -221,14 +309,21 @@ def test_a_killed_replica_is_replaced_and_later_requests_succeed(url, ray_local)
     import ray
 
     def stage1_replicas():
-        return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == "serve" and "Stage1" in a["name"]]
+        return [
+            a["name"]
+            for a in ray.util.list_named_actors(all_namespaces=True)
+            if a["namespace"] == "serve" and "Stage1" in a["name"]
+        ]
 
     victims = stage1_replicas()
     assert victims, "no Stage1 replica found"
 
     async def load():
         async with httpx.AsyncClient(timeout=180) as client:
-            return await asyncio.gather(*(client.post(url + "/v1/judge", json={**OK, "prompt": f"Load {i}."}) for i in range(16)), return_exceptions=True)
+            return await asyncio.gather(
+                *(client.post(url + "/v1/judge", json={**OK, "prompt": f"Load {i}."}) for i in range(16)),
+                return_exceptions=True,
+            )
 
     async def kill_during_load():
         task = asyncio.create_task(load())
@@ -263,8 +358,14 @@ def test_bearer_token_auth_and_reward_in_both_orders(url, ray_local, monkeypatch
         assert post(url, "/v1/judge", OK, headers={"Authorization": "Bearer s3cret"}).status_code == 200
         assert post(url, "/get_reward", {"query": []}).status_code == 401
         prompt, query = openrlhf_query("What is 2 + 2?", "4")
-        body = post(url, "/get_reward", {"query": [query, query], "prompts": [prompt] * 2, "labels": ["4", None]},
-                    headers={"Authorization": "Bearer s3cret"}).json()
-        assert 0.0 <= body["scores"][0] <= 1.0 and body["scores"][1] == 0.5 and body["extra_logs"]["error"] == [0.0, 0.0]
+        body = post(
+            url,
+            "/get_reward",
+            {"query": [query, query], "prompts": [prompt] * 2, "labels": ["4", None]},
+            headers={"Authorization": "Bearer s3cret"},
+        ).json()
+        assert (
+            0.0 <= body["scores"][0] <= 1.0 and body["scores"][1] == 0.5 and body["extra_logs"]["error"] == [0.0, 0.0]
+        )
     finally:
         monkeypatch.delenv("REFLECTRM_API_TOKEN")  # no redeploy: nothing after this test uses the app

@@ -36,10 +36,23 @@ def runs(ray_local, mix, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("train")
     common = [
-        "--config", "jobs/configs/grpo.yaml", "model=tiny-judge", f"data.path={mix}", "trainer.num_workers=2",
-        "trainer.cpus_per_worker=0.5", f"max_steps={STEPS}", "grpo.group_size=4", "grpo.max_new_tokens=40", "grpo.kl_coef=0.01",
-        "optim.lr=1e-3", "data.held_out=2", "trainer.prompts_per_worker=2", "trainer.micro_batch=4", "eval_every=2",
-        "eval_max_new_tokens=40", "checkpoint_every=1",
+        "--config",
+        "jobs/configs/grpo.yaml",
+        "model=tiny-judge",
+        f"data.path={mix}",
+        "trainer.num_workers=2",
+        "trainer.cpus_per_worker=0.5",
+        f"max_steps={STEPS}",
+        "grpo.n=4",
+        "grpo.max_new_tokens=40",
+        "grpo.kl_coef=0.01",
+        "optim.lr=1e-3",
+        "data.held_out=2",
+        "trainer.prompts_per_worker=2",
+        "trainer.micro_batch=4",
+        "eval_every=2",
+        "eval_max_new_tokens=40",
+        "checkpoint_every=1",
     ]
     out = {}
     for name, extra in [
@@ -73,10 +86,14 @@ def test_each_strategy_trains_and_exports(runs, name):
     assert any(m["loss"] != 0 for m in rows)  # rewards varied: a real policy gradient
     assert 0 < rows[0]["valid_rate"] < 1 and "refl_reward_mean" in rows[0] and "pref_reward_mean" in rows[0]
     assert "eval_accuracy" not in rows[0] and "eval_accuracy" in rows[1]  # every 2 steps (and at the end)
-    assert summary["steps"] == STEPS and (folder / "curves.png").stat().st_size > 0 and (folder / "config.json").exists()
+    assert (
+        summary["steps"] == STEPS and (folder / "curves.png").stat().st_size > 0 and (folder / "config.json").exists()
+    )
     final = folder / "final"
     assert (final / "model.safetensors").exists() and (final / "README.md").exists()
-    result = Judge(HFEngine.from_config(ModelConfig(name=str(final))), JudgeConfig(max_new_tokens=40)).judge([PAIR], "greedy")[0]
+    result = Judge(HFEngine.from_config(ModelConfig(name=str(final))), JudgeConfig(max_new_tokens=40)).judge(
+        [PAIR], "greedy"
+    )[0]
     assert result.judgments[0].text  # what `reflectrm judge --model DIR/final` does
 
 

@@ -21,7 +21,10 @@ def tokens(gen):
 
 
 def test_shapes_and_logprobs(tiny_engine):
-    reqs = [GenerationRequest(LONG, SamplingParams(n=3, max_new_tokens=7, seed=1)), GenerationRequest(SHORT, SamplingParams(n=2, max_new_tokens=5, seed=2))]
+    reqs = [
+        GenerationRequest(LONG, SamplingParams(n=3, max_new_tokens=7, seed=1)),
+        GenerationRequest(SHORT, SamplingParams(n=2, max_new_tokens=5, seed=2)),
+    ]
     out = tiny_engine.generate(reqs)
     assert [len(g.completions) for g in out] == [3, 2]
     assert out[0].prompt_tokens == tiny_engine.count_tokens(LONG) > out[1].prompt_tokens
@@ -50,16 +53,24 @@ def assert_same_outputs(engine, reqs, attr, other_value):
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_prefill_once_equals_naive_path(tiny_engine, temperature):
-    reqs = [GenerationRequest(LONG, SamplingParams(n=4, temperature=temperature, max_new_tokens=12, seed=5)), GenerationRequest(SHORT, SamplingParams(n=2, temperature=temperature, max_new_tokens=12, seed=6))]
+    reqs = [
+        GenerationRequest(LONG, SamplingParams(n=4, temperature=temperature, max_new_tokens=12, seed=5)),
+        GenerationRequest(SHORT, SamplingParams(n=2, temperature=temperature, max_new_tokens=12, seed=6)),
+    ]
     assert_same_outputs(tiny_engine, reqs, "prefill_once", False)
 
 
 def test_greedy_matches_transformers_generate(tiny_engine):
-    out = tiny_engine.generate([GenerationRequest(LONG, SamplingParams(n=1, temperature=0.0, max_new_tokens=10, stop=())), GenerationRequest(SHORT, SamplingParams(n=1, temperature=0.0, max_new_tokens=10, stop=()))])
+    out = tiny_engine.generate(
+        [
+            GenerationRequest(LONG, SamplingParams(n=1, temperature=0.0, max_new_tokens=10, stop=())),
+            GenerationRequest(SHORT, SamplingParams(n=1, temperature=0.0, max_new_tokens=10, stop=())),
+        ]
+    )
     for messages, gen in zip([LONG, SHORT], out):
         ids = torch.tensor([tiny_engine.encode(messages)])
         ref = tiny_engine.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=10, do_sample=False)
-        ref_ids = [t for t in ref[0, ids.shape[1]:].tolist()]
+        ref_ids = [t for t in ref[0, ids.shape[1] :].tolist()]
         got = list(gen.completions[0].token_ids)
         assert got == ref_ids[: len(got)]  # ours may stop at EOS where generate pads
 
@@ -73,19 +84,27 @@ def test_seeded_sampling_is_reproducible_and_seed_dependent(tiny_engine):
 
 
 def test_stop_string_ends_generation(tiny_engine):
-    free = tiny_engine.generate([GenerationRequest(SHORT, SamplingParams(n=1, temperature=0.0, max_new_tokens=12, stop=()))])[0].completions[0]
+    free = tiny_engine.generate(
+        [GenerationRequest(SHORT, SamplingParams(n=1, temperature=0.0, max_new_tokens=12, stop=()))]
+    )[0].completions[0]
     stop = tiny_engine.tokenizer.decode(list(free.token_ids[2:4]))
     assert stop.strip(), "the tiny model's greedy output should give a usable stop string"
-    got = tiny_engine.generate([GenerationRequest(SHORT, SamplingParams(n=1, temperature=0.0, max_new_tokens=12, stop=(stop,)))])[0].completions[0]
+    got = tiny_engine.generate(
+        [GenerationRequest(SHORT, SamplingParams(n=1, temperature=0.0, max_new_tokens=12, stop=(stop,)))]
+    )[0].completions[0]
     assert got.finish_reason == "stop" and got.text.endswith(stop) and len(got.token_ids) <= 4
 
 
 def test_finished_rows_leave_the_batch_without_changing_others(tiny_engine):
-    alone = tiny_engine.generate([GenerationRequest(LONG, SamplingParams(n=1, temperature=0.0, max_new_tokens=15, stop=()))])[0]
-    mixed = tiny_engine.generate([
-        GenerationRequest(SHORT, SamplingParams(n=2, temperature=0.0, max_new_tokens=3, stop=())),
-        GenerationRequest(LONG, SamplingParams(n=1, temperature=0.0, max_new_tokens=15, stop=())),
-    ])[1]
+    alone = tiny_engine.generate(
+        [GenerationRequest(LONG, SamplingParams(n=1, temperature=0.0, max_new_tokens=15, stop=()))]
+    )[0]
+    mixed = tiny_engine.generate(
+        [
+            GenerationRequest(SHORT, SamplingParams(n=2, temperature=0.0, max_new_tokens=3, stop=())),
+            GenerationRequest(LONG, SamplingParams(n=1, temperature=0.0, max_new_tokens=15, stop=())),
+        ]
+    )[1]
     assert tokens(mixed) == tokens(alone)
 
 
@@ -110,8 +129,13 @@ def test_shared_prefix_prefill_equals_separate_prefill(tiny_engine, temperature)
     from reflectrm.engines.hf import prefix_groups
     from reflectrm.prompts import reflection_prompt
 
-    reflections = [reflection_prompt(PAIR, (f"critique {k} says one thing", 1), ("the anchor says another", 2)) for k in range(5)]
-    reqs = [GenerationRequest(m, SamplingParams(n=1 + k % 2, temperature=temperature, max_new_tokens=10, seed=k)) for k, m in enumerate(reflections)]
+    reflections = [
+        reflection_prompt(PAIR, (f"critique {k} says one thing", 1), ("the anchor says another", 2)) for k in range(5)
+    ]
+    reqs = [
+        GenerationRequest(m, SamplingParams(n=1 + k % 2, temperature=temperature, max_new_tokens=10, seed=k))
+        for k, m in enumerate(reflections)
+    ]
     reqs.append(GenerationRequest(SHORT, SamplingParams(n=2, temperature=temperature, max_new_tokens=10, seed=9)))
     encoded = [tiny_engine.encode(r.messages) for r in reqs]
     assert sorted(len(g) for g in prefix_groups(encoded, tiny_engine.min_shared_prefix)) == [1, 5]  # the grouping fires

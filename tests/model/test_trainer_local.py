@@ -13,7 +13,7 @@ from reflectrm.config import ModelConfig
 from reflectrm.engines.hf import HFEngine
 from reflectrm.training.step import GRPOConfig
 from reflectrm.training.strategies import OptimConfig
-from reflectrm.training.trainer import LocalSession, LoopConfig, LoraConfig, train_worker
+from reflectrm.training.trainer import LocalSession, LoopConfig, LoraConfig, TrainerConfig, train_worker
 from tests.helpers import write_toy_mix
 
 LORA = LoraConfig(rank=4, alpha=8, target_modules=("q_proj", "v_proj"))
@@ -27,25 +27,47 @@ def rows(tmp_path, n):
 
 def test_grpo_lora_with_kl_runs_and_logs_each_step(tmp_path):
     data = rows(tmp_path, 6)
-    cfg = LoopConfig(recipe="grpo", model=ModelConfig(name="tiny-random"), grpo=GRPOConfig(group_size=2, max_new_tokens=8, kl_coef=0.05),
-                     optim=OptimConfig(lr=1e-3), strategy="none", finetune="lora", lora=LORA, prompts_per_worker=2, micro_batch=3,
-                     max_steps=2, checkpoint_every=1, eval_every=1, eval_max_new_tokens=4)
+    cfg = LoopConfig(
+        recipe="grpo",
+        model=ModelConfig(name="tiny-random"),
+        grpo=GRPOConfig(n=2, max_new_tokens=8, kl_coef=0.05),
+        optim=OptimConfig(lr=1e-3),
+        trainer=TrainerConfig(strategy="none", finetune="lora", lora=LORA, prompts_per_worker=2, micro_batch=3),
+        max_steps=2,
+        checkpoint_every=1,
+        eval_every=1,
+        eval_max_new_tokens=4,
+    )
     assert cfg.grad_accum() == 2  # 2 prompts x 2 rollouts in micro-batches of 3
     out = tmp_path / "run"
     last = train_worker(cfg, LocalSession(data, 2, out), steps_per_epoch=len(data) // 2, held_out=data[:2])
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2]
     for m in metrics:
-        assert math.isfinite(m["loss"]) and 0 <= m["valid_rate"] <= 1 and m["reward_mean"] == -1.0  # the untrained model: invalid
+        assert (
+            math.isfinite(m["loss"]) and 0 <= m["valid_rate"] <= 1 and m["reward_mean"] == -1.0
+        )  # the untrained model: invalid
         assert m["completion_tokens"] > 0 and "eval_accuracy" in m and m["kl"] >= 0
     assert (out / "checkpoints" / "step_000002" / "state.json").exists()
     assert (out / "final" / "adapter" / "adapter_config.json").exists() and last["export"] == str(out / "final")
 
 
 def test_sft_lora_export_merges_and_reloads_with_equal_outputs(tmp_path):
-    data = [dict(r, target="<Analysis>\nok\n</Analysis>\n<Result>Response 1 is better than Response 2</Result>") for r in rows(tmp_path, 4) if r["task"] == "response"]
-    cfg = LoopConfig(recipe="sft", model=ModelConfig(name="tiny-random"), optim=OptimConfig(lr=5e-2), strategy="none", finetune="lora", lora=LORA,
-                     prompts_per_worker=2, micro_batch=2, max_steps=2, checkpoint_every=0, eval_every=0, eval_max_new_tokens=4)
+    data = [
+        dict(r, target="<Analysis>\nok\n</Analysis>\n<Result>Response 1 is better than Response 2</Result>")
+        for r in rows(tmp_path, 4)
+        if r["task"] == "response"
+    ]
+    cfg = LoopConfig(
+        recipe="sft",
+        model=ModelConfig(name="tiny-random"),
+        optim=OptimConfig(lr=5e-2),
+        trainer=TrainerConfig(strategy="none", finetune="lora", lora=LORA, prompts_per_worker=2, micro_batch=2),
+        max_steps=2,
+        checkpoint_every=0,
+        eval_every=0,
+        eval_max_new_tokens=4,
+    )
     out = tmp_path / "run"
     train_worker(cfg, LocalSession(data, 2, out), steps_per_epoch=2, held_out=[])
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -58,7 +80,9 @@ def test_sft_lora_export_merges_and_reloads_with_equal_outputs(tmp_path):
     ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
     with torch.no_grad():
         plain = base.model(input_ids=ids).logits
-        with_adapter = PeftModel.from_pretrained(base.model, str(out / "final" / "adapter")).eval()(input_ids=ids).logits
+        with_adapter = (
+            PeftModel.from_pretrained(base.model, str(out / "final" / "adapter")).eval()(input_ids=ids).logits
+        )
         merged_logits = merged.model(input_ids=ids).logits
     assert not torch.allclose(plain, merged_logits, atol=1e-4)  # training changed the model
     assert torch.allclose(with_adapter, merged_logits, atol=1e-4)  # merge == base + adapter
@@ -66,16 +90,32 @@ def test_sft_lora_export_merges_and_reloads_with_equal_outputs(tmp_path):
 
 
 def test_resume_in_one_process_continues_from_the_checkpoint(tmp_path):
-    data = [dict(r, target="<Analysis>\nok\n</Analysis>\n<Result>Response 2 is better than Response 1</Result>") for r in rows(tmp_path, 6) if r["task"] == "response"]
-    base = dict(recipe="sft", model=ModelConfig(name="tiny-random"), optim=OptimConfig(lr=1e-2), strategy="none", prompts_per_worker=2, micro_batch=2,
-                checkpoint_every=1, eval_every=0)
+    data = [
+        dict(r, target="<Analysis>\nok\n</Analysis>\n<Result>Response 2 is better than Response 1</Result>")
+        for r in rows(tmp_path, 6)
+        if r["task"] == "response"
+    ]
+    base = dict(
+        recipe="sft",
+        model=ModelConfig(name="tiny-random"),
+        optim=OptimConfig(lr=1e-2),
+        trainer=TrainerConfig(strategy="none", prompts_per_worker=2, micro_batch=2),
+        checkpoint_every=1,
+        eval_every=0,
+    )
     straight, split = tmp_path / "straight", tmp_path / "split"
     train_worker(LoopConfig(**base, max_steps=3), LocalSession(data, 2, straight), 3, [])
     with pytest.raises(RuntimeError, match="injected failure at step 2"):
         train_worker(LoopConfig(**base, max_steps=3, fail_at_step=2), LocalSession(data, 2, split), 3, [])
-    train_worker(LoopConfig(**base, max_steps=3, fail_at_step=2), LocalSession(data, 2, split), 3, [])  # the re-run resumes
+    train_worker(
+        LoopConfig(**base, max_steps=3, fail_at_step=2), LocalSession(data, 2, split), 3, []
+    )  # the re-run resumes
     read = lambda d: [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]  # noqa: E731
     assert [m["step"] for m in read(split)] == [1, 2, 3]
     assert [m["loss"] for m in read(split)] == pytest.approx([m["loss"] for m in read(straight)], rel=1e-5)
-    starts = [json.loads(line)["resumed_from"] for line in (split / "events.jsonl").read_text().splitlines() if '"start"' in line]
+    starts = [
+        json.loads(line)["resumed_from"]
+        for line in (split / "events.jsonl").read_text().splitlines()
+        if '"start"' in line
+    ]
     assert starts == [0, 1]

@@ -10,7 +10,15 @@ from reflectrm.data.loaders import pair_to_row
 from reflectrm.data.reflection import preference_row, training_messages
 from reflectrm.engines.hf import HFEngine
 from reflectrm.prompts import render_judgment
-from reflectrm.training.step import GRPOConfig, Rollouts, grpo_loss_on, policy_batch, rollout, sft_loss_on, token_logprobs
+from reflectrm.training.step import (
+    GRPOConfig,
+    Rollouts,
+    grpo_loss_on,
+    policy_batch,
+    rollout,
+    sft_loss_on,
+    token_logprobs,
+)
 from tests.helpers import PAIR
 
 
@@ -25,7 +33,7 @@ def row():
 
 
 def test_rollouts_are_graded_by_the_parser(engine):
-    cfg = GRPOConfig(group_size=3, max_new_tokens=6)
+    cfg = GRPOConfig(n=3, max_new_tokens=6)
     r = rollout(engine, [row(), row()], cfg, seed=1)
     assert len(r.completion_ids) == 6 and r.rewards.shape == (6,) and r.tasks == ["response"] * 6
     assert all(len(c) <= 6 for c in r.completion_ids)
@@ -46,8 +54,10 @@ def test_a_grpo_step_raises_the_advantaged_completion(engine):
     prompt = engine.encode(training_messages(row()))
     good = tok(render_judgment("fine", 1), add_special_tokens=False)["input_ids"]
     bad = tok(render_judgment("poor", 2), add_special_tokens=False)["input_ids"]
-    rollouts = Rollouts([prompt, prompt], [good, bad], torch.tensor([1.0, -1.0]), [True, True], [True, False], ["response"] * 2)
-    cfg = GRPOConfig(group_size=2)
+    rollouts = Rollouts(
+        [prompt, prompt], [good, bad], torch.tensor([1.0, -1.0]), [True, True], [True, False], ["response"] * 2
+    )
+    cfg = GRPOConfig(n=2)
     batch = policy_batch(rollouts.prompt_ids, rollouts.completion_ids, tok.pad_token_id)
     before = sequence_logp(model, batch)
     state = {k: v.clone() for k, v in model.state_dict().items()}
@@ -70,8 +80,12 @@ def test_kl_term_with_a_frozen_reference(engine):
     tok = engine.tokenizer
     prompt = engine.encode(training_messages(row()))
     comp = tok(render_judgment("x", 1), add_special_tokens=False)["input_ids"]
-    rollouts = Rollouts([prompt, prompt], [comp, comp[:5]], torch.tensor([1.0, -1.0]), [True, False], [True, False], ["response"] * 2)
-    _, info = grpo_loss_on(engine.model, rollouts, GRPOConfig(group_size=2, kl_coef=0.1), tok.pad_token_id, ref_model=engine.model)
+    rollouts = Rollouts(
+        [prompt, prompt], [comp, comp[:5]], torch.tensor([1.0, -1.0]), [True, False], [True, False], ["response"] * 2
+    )
+    _, info = grpo_loss_on(
+        engine.model, rollouts, GRPOConfig(n=2, kl_coef=0.1), tok.pad_token_id, ref_model=engine.model
+    )
     assert info["kl"] == pytest.approx(0.0, abs=1e-6)  # the policy IS the reference: KL 0
 
 
@@ -92,7 +106,9 @@ def test_logprobs_only_from_the_first_completion_position_match_the_full_pass(en
     b = policy_batch([[5, 6, 7, 8, 9], [4, 5, 6]], [[10, 11], [12, 13, 14]], pad_id=engine.tokenizer.pad_token_id)
     with torch.no_grad():
         fast = token_logprobs(engine.model, b)
-        full = torch.log_softmax(engine.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float(), -1)
+        full = torch.log_softmax(
+            engine.model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits[:, :-1].float(), -1
+        )
         full = full.gather(2, b["input_ids"][:, 1:].unsqueeze(-1)).squeeze(-1)
     m = b["completion_mask"]
     assert fast.shape == full.shape and torch.allclose(fast * m, full * m, atol=1e-5)

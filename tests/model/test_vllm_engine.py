@@ -18,7 +18,9 @@ from reflectrm.inference import Judge
 from reflectrm.prompts import response_prompt
 from tests.helpers import PAIR
 
-pytestmark = pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (make setup installs it; VLLM=0 skips it)")
+pytestmark = pytest.mark.skipif(
+    not vllm_available(), reason="vllm is not installed (make setup installs it; VLLM=0 skips it)"
+)
 
 MODEL = "tiny-judge"
 
@@ -68,9 +70,14 @@ def test_sampling_shapes_seeds_and_stop(engines):
     _, vl = engines
     params = SamplingParams(n=8, temperature=1.0, max_new_tokens=64, seed=7)
     req = GenerationRequest(response_prompt(PAIR), params)
-    first, again = vl.generate([req])[0], vl.generate([req, GenerationRequest(response_prompt(PAIR), SamplingParams(n=2, seed=8))])[0]
+    first, again = (
+        vl.generate([req])[0],
+        vl.generate([req, GenerationRequest(response_prompt(PAIR), SamplingParams(n=2, seed=8))])[0],
+    )
     assert len(first.completions) == 8
-    assert [c.token_ids for c in first.completions] == [c.token_ids for c in again.completions], "a request's samples depend only on its seed"
+    assert [c.token_ids for c in first.completions] == [c.token_ids for c in again.completions], (
+        "a request's samples depend only on its seed"
+    )
     assert len({c.token_ids for c in first.completions}) > 1, "the 8 samples should not all be the same"
     for c in first.completions:
         assert len(c.token_ids) == len(c.logprobs) <= 64
@@ -101,8 +108,13 @@ def test_many_long_seeded_prompts_in_one_call(engines):
     ("CPU Generator does not use offset"); whole prompts only now, and each request's samples still
     depend on its own seed alone."""
     _, vl = engines
-    reqs = [GenerationRequest(response_prompt(dataclasses.replace(PAIR, response_1=f"item {i} " + "word " * 300)),
-                              SamplingParams(n=4, max_new_tokens=16, seed=100 + i)) for i in range(12)]
+    reqs = [
+        GenerationRequest(
+            response_prompt(dataclasses.replace(PAIR, response_1=f"item {i} " + "word " * 300)),
+            SamplingParams(n=4, max_new_tokens=16, seed=100 + i),
+        )
+        for i in range(12)
+    ]
     assert sum(vl.count_tokens(r.messages) for r in reqs) > vl.max_model_len  # cannot all be prefilled in one step
     together = vl.generate(reqs)
     alone = vl.generate([reqs[5]])[0]

@@ -48,8 +48,10 @@ def test_kuberay_manifests_structure():
             assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"]
             (container,) = group["template"]["spec"]["containers"]
             assert container["resources"]["limits"] == container["resources"]["requests"]
-    gpus = sum(g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
-               for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"])
+    gpus = sum(
+        g["replicas"] * int(g["template"]["spec"]["containers"][0]["resources"]["limits"].get("nvidia.com/gpu", 0))
+        for g in job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    )
     assert gpus == 16  # the paper's setup: 16 GPUs
 
 
@@ -59,26 +61,38 @@ def test_rayservice_serves_the_same_app_as_serve_config():
     local = load("serve/config.yaml")
     assert embedded["applications"] == local["applications"]
     assert embedded["proxy_location"] == local["proxy_location"]
-    assert embedded["http_options"] == {**local["http_options"], "host": "0.0.0.0"}  # reachable inside the pod, behind the token
+    assert embedded["http_options"] == {
+        **local["http_options"],
+        "host": "0.0.0.0",
+    }  # reachable inside the pod, behind the token
     env = service["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]
     assert any(e["name"] == local["applications"][0]["args"]["auth_token_env"] for e in env)
 
 
 def _job_config(module: str):
-    from jobs import build_data, evaluate, score, train
+    from jobs.ray_building import BuildDataConfig
+    from jobs.ray_scoring import EvaluateConfig, ScoreConfig
+    from jobs.ray_training import TrainConfig
 
-    return {"jobs.train": train.TrainConfig, "jobs.score": score.ScoreConfig, "jobs.evaluate": evaluate.EvaluateConfig,
-            "jobs.build_data": build_data.BuildDataConfig}[module]
+    return {
+        "jobs.train": TrainConfig,
+        "jobs.score": ScoreConfig,
+        "jobs.evaluate": EvaluateConfig,
+        "jobs.build_data": BuildDataConfig,
+    }[module]
 
 
 def documented_commands():
     """`python -m jobs.X --config ... overrides` lines of the cluster docs and the RayJob."""
-    texts = [(ROOT / "cluster" / "README.md").read_text(), load("cluster/kuberay/rayjob_train.yaml")["spec"]["entrypoint"]]
+    texts = [
+        (ROOT / "cluster" / "README.md").read_text(),
+        load("cluster/kuberay/rayjob_train.yaml")["spec"]["entrypoint"],
+    ]
     commands = []
     for text in texts:
         for chunk in text.replace("\\\n", " ").split("\n"):
             if "python -m jobs." in chunk and "--config" in chunk:
-                commands.append(chunk[chunk.index("python -m jobs."):].split(" #")[0].strip().rstrip("`"))
+                commands.append(chunk[chunk.index("python -m jobs.") :].split(" #")[0].strip().rstrip("`"))
     return commands
 
 

@@ -20,7 +20,11 @@ class Job:
 def test_yaml_base_and_overrides(tmp_path):
     (tmp_path / "base.yaml").write_text("judge:\n  n: 4\n  seed: 3\noutput: a\n")
     (tmp_path / "child.yaml").write_text("base: base.yaml\njudge:\n  n: 6\n")
-    cfg = load_config(Job, tmp_path / "child.yaml", ["judge.temperature=0.5", "datasets=[llmbar:x, pandalm:y]", "model.name=tiny-random"])
+    cfg = load_config(
+        Job,
+        tmp_path / "child.yaml",
+        ["judge.temperature=0.5", "datasets=[llmbar:x, pandalm:y]", "model.name=tiny-random"],
+    )
     assert cfg.judge.n == 6 and cfg.judge.seed == 3 and cfg.judge.temperature == 0.5
     assert cfg.datasets == ("llmbar:x", "pandalm:y") and cfg.output == "a" and cfg.model.name == "tiny-random"
 

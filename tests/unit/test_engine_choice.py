@@ -32,12 +32,21 @@ def test_vllm_settings_from_dotted_overrides_and_their_errors():
 
 def test_core_ranges_and_the_cpu_environment(monkeypatch):
     assert core_ranges([0, 1]) == "0-1" and core_ranges([0, 1, 2, 5, 7, 8]) == "0-2,5,7-8" and core_ranges([3]) == "3"
-    for key in ("VLLM_CPU_KVCACHE_SPACE", "VLLM_CPU_OMP_THREADS_BIND", "VLLM_CPU_NUM_OF_RESERVED_CPU", "VLLM_ENABLE_V1_MULTIPROCESSING"):
+    for key in (
+        "VLLM_CPU_KVCACHE_SPACE",
+        "VLLM_CPU_OMP_THREADS_BIND",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU",
+        "VLLM_ENABLE_V1_MULTIPROCESSING",
+    ):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("VLLM_CPU_KVCACHE_SPACE", "2")  # what the user exported wins
     env = configure_cpu_env(VLLMConfig(kv_cache_gib=4, cpu_threads="0-1"))
-    assert env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-                   "VLLM_ENABLE_V1_MULTIPROCESSING": "1"}
+    assert env == {
+        "VLLM_CPU_KVCACHE_SPACE": "2",
+        "VLLM_CPU_OMP_THREADS_BIND": "0-1",
+        "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+        "VLLM_ENABLE_V1_MULTIPROCESSING": "1",
+    }
 
 
 def test_vllm_engine_without_vllm_says_how_to_install(monkeypatch):

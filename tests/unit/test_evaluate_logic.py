@@ -1,4 +1,4 @@
-"""jobs.evaluate's pure parts: datasets, method plumbing and the metrics table, on hand-made rows."""
+"""reflectrm.evaluation (what jobs.evaluate runs): datasets, method plumbing and the metrics table, on hand-made rows."""
 
 from __future__ import annotations
 
@@ -6,21 +6,37 @@ import json
 
 import pytest
 
-from jobs.evaluate import evaluate_rows, load_dataset, metrics_for, run_modes, source_of
+from reflectrm.evaluation import evaluate_rows, load_dataset, metrics_for, run_modes, source_of
 from reflectrm.metrics import section_weighted
 
 
 def row(pair_id, order, label, preferred, majority=None, subset="s", mode="reflect", **kw):
-    base = {"pair_id": pair_id, "order": order, "label": label if order == "given" else 3 - label, "preferred": preferred,
-            "majority": majority, "subset": subset, "mode": mode, "valid_rate": 1.0, "stage2_skipped": False, "error": "",
-            "completion_tokens": 30, "stage1_completion_tokens": 20, "prompt_tokens": 300, "stage1_prompt_tokens": 100}
+    base = {
+        "pair_id": pair_id,
+        "order": order,
+        "label": label if order == "given" else 3 - label,
+        "preferred": preferred,
+        "majority": majority,
+        "subset": subset,
+        "mode": mode,
+        "valid_rate": 1.0,
+        "stage2_skipped": False,
+        "error": "",
+        "completion_tokens": 30,
+        "stage1_completion_tokens": 20,
+        "prompt_tokens": 300,
+        "stage1_prompt_tokens": 100,
+    }
     return {**base, **kw}
 
 
 ROWS = [  # 3 pairs, both orders. Gold: p1 -> 1, p2 -> 2, p3 -> 1 (swapped: flipped)
-    row("p1", "given", 1, 1, majority=1), row("p1", "swapped", 1, 2, majority=1),  # reflect right both ways; majority wrong when swapped
-    row("p2", "given", 2, 2, majority=2), row("p2", "swapped", 2, 2, majority=1),  # position-driven: always "2"
-    row("p3", "given", 1, None, majority=None, valid_rate=0.0), row("p3", "swapped", 1, 2, majority=2),
+    row("p1", "given", 1, 1, majority=1),
+    row("p1", "swapped", 1, 2, majority=1),  # reflect right both ways; majority wrong when swapped
+    row("p2", "given", 2, 2, majority=2),
+    row("p2", "swapped", 2, 2, majority=1),  # position-driven: always "2"
+    row("p3", "given", 1, None, majority=None, valid_rate=0.0),
+    row("p3", "swapped", 1, 2, majority=2),
 ]
 
 
@@ -35,7 +51,9 @@ def test_metrics_for_hand_computed():
     assert m["tokens_per_item"] == 30 and m["prompt_tokens_per_item"] == 300
     assert m["cost_vs_majority"] == {"generated_tokens": 1.5, "prompt_tokens": 3.0}
     maj = metrics_for(ROWS, "majority", "majority", swap=True)
-    assert maj["accuracy"] == pytest.approx(2 / 3) and maj["accuracy_swapped"] == pytest.approx(2 / 3)  # p1, p2 | p2, p3
+    assert maj["accuracy"] == pytest.approx(2 / 3) and maj["accuracy_swapped"] == pytest.approx(
+        2 / 3
+    )  # p1, p2 | p2, p3
     assert maj["consistency"] == pytest.approx(1 / 3)  # only p2 (p1's majority is wrong when swapped)
     assert maj["tokens_per_item"] == 20 and "cost_vs_majority" not in maj and maj["stage2_skip_rate"] is None
 
@@ -75,7 +93,9 @@ def test_evaluate_rows_reports_subsets_and_weighting():
 
 def test_load_dataset_names_limits_round_robin_and_held_out(tmp_path):
     for name, n in (("a", 3), ("b", 2)):
-        (tmp_path / f"{name}.json").write_text(json.dumps([{"input": f"q{i}", "output_1": "x", "output_2": "y", "label": 1} for i in range(n)]))
+        (tmp_path / f"{name}.json").write_text(
+            json.dumps([{"input": f"q{i}", "output_1": "x", "output_2": "y", "label": 1} for i in range(n)])
+        )
     d = load_dataset(f"llmbar:{tmp_path}/a.json+{tmp_path}/b.json", 3, "error", 0, ["judgebench"])
     assert d.name == "llmbar" and [p.id for p in d.pairs] == ["a:1", "b:1", "a:2"] and not d.held_out
     d = load_dataset(f"mine=llmbar:{tmp_path}/a.json", None, "error", 0, ["llmbar"])

@@ -74,7 +74,11 @@ def scripted(stage1_verdicts, confidences, better_than_anchor, invalid_stage2=()
             if v is None:
                 return completion("I think response one", [confidences[k]] * 4)
             return judgment(v, f"analysis-{k}", [confidences[k]] * 10)
-        idx = next(i for i in range(len(stage1_verdicts)) if f"analysis-{i}\nVerdict" in request.messages[-1].content and i != anchor_of(confidences, stage1_verdicts))
+        idx = next(
+            i
+            for i in range(len(stage1_verdicts))
+            if f"analysis-{i}\nVerdict" in request.messages[-1].content and i != anchor_of(confidences, stage1_verdicts)
+        )
         if idx in invalid_stage2:
             return completion("Critique 1 is better")
         pos = shown_candidate_position(request, f"analysis-{idx}\nVerdict")

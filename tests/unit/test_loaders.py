@@ -57,7 +57,17 @@ def write_jsonl(path: Path, rows) -> Path:
 
 def test_helpsteer3_fixture(tmp_path):
     rows = [
-        {"context": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}, {"role": "user", "content": "and?"}], "response1": "a", "response2": "b", "overall_preference": -2, "domain": "general"},
+        {
+            "context": [
+                {"role": "user", "content": "hi"},
+                {"role": "assistant", "content": "hello"},
+                {"role": "user", "content": "and?"},
+            ],
+            "response1": "a",
+            "response2": "b",
+            "overall_preference": -2,
+            "domain": "general",
+        },
         {"context": [{"role": "user", "content": "q"}], "response1": "a", "response2": "b", "overall_preference": 3},
         {"context": [{"role": "user", "content": "q"}], "response1": "a", "response2": "b", "overall_preference": 0},
     ]
@@ -67,8 +77,15 @@ def test_helpsteer3_fixture(tmp_path):
 
 
 def test_chosen_rejected_strings_and_message_lists(tmp_path):
-    rows = [{"id": f"s{i}", "prompt": f"question {i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(40)]
-    rows.append({"chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "good"}], "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "bad"}]})
+    rows = [
+        {"id": f"s{i}", "prompt": f"question {i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(40)
+    ]
+    rows.append(
+        {
+            "chosen": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "good"}],
+            "rejected": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "bad"}],
+        }
+    )
     src = write_jsonl(tmp_path / "cr.jsonl", rows)
     pairs, _ = load_pairs("chosen-rejected", src)
     for p in pairs:
@@ -93,7 +110,13 @@ def test_parquet_and_canonical_round_trip(tmp_path):
     "rows, message",
     [
         ([{"prompt": "q", "chosen": "a"}], "row 1: field 'rejected' is missing"),
-        ([{"prompt": "q", "chosen": "a", "rejected": "b"}, {"prompt": "", "chosen": [{"role": "user", "content": "x"}], "rejected": "b"}], "row 2: field 'chosen' as a message list must end with an assistant message"),
+        (
+            [
+                {"prompt": "q", "chosen": "a", "rejected": "b"},
+                {"prompt": "", "chosen": [{"role": "user", "content": "x"}], "rejected": "b"},
+            ],
+            "row 2: field 'chosen' as a message list must end with an assistant message",
+        ),
         ([{"prompt": 5, "chosen": "a", "rejected": "b"}], "row 1: field 'prompt' must be a string or a list"),
     ],
 )
@@ -105,7 +128,10 @@ def test_bad_rows_name_file_row_and_field(tmp_path, rows, message):
 
 
 def test_skip_counts_bad_rows_and_empty_is_an_error(tmp_path):
-    rows = [{"input": "q", "output_1": "a", "output_2": "b", "label": 1}, {"input": "q", "output_1": "a", "output_2": "b", "label": 3}]
+    rows = [
+        {"input": "q", "output_1": "a", "output_2": "b", "label": 1},
+        {"input": "q", "output_1": "a", "output_2": "b", "label": 3},
+    ]
     src = tmp_path / "l.json"
     src.write_text(json.dumps(rows))
     with pytest.raises(BadRowError, match="row 2: field 'label' must be 1 or 2"):

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from reflectrm.prompts import render_judgment
-from reflectrm.training.objectives import Graded, RewardConfig, grade, group_advantages, grpo_loss, kl_low_variance, sft_labels
+from reflectrm.training.objectives import (
+    Graded,
+    RewardConfig,
+    grade,
+    group_advantages,
+    grpo_loss,
+    kl_low_variance,
+    sft_labels,
+)
 
 
 def test_rewards_from_the_parser_against_the_gold_label():
@@ -19,7 +27,9 @@ def test_rewards_from_the_parser_against_the_gold_label():
     assert grade(render_judgment("ok", 2, "critique"), "critique", 2) == Graded(1.0, True, True)
     assert grade(render_judgment("ok", 2, "response"), "critique", 2).valid is False  # wrong nouns for the task
     cfg = RewardConfig(correct=1.0, wrong=0.0, invalid=-0.5, format_bonus=0.1)
-    assert grade(right, "response", 1, cfg).reward == pytest.approx(1.1) and grade(wrong, "response", 1, cfg).reward == pytest.approx(0.1)
+    assert grade(right, "response", 1, cfg).reward == pytest.approx(1.1) and grade(
+        wrong, "response", 1, cfg
+    ).reward == pytest.approx(0.1)
     assert grade("junk", "response", 1, cfg).reward == -0.5
 
 

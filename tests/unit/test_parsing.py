@@ -33,7 +33,10 @@ def test_tolerated_variations(text):
         ("Response 1 is better than Response 2", "missing <Analysis>"),
         ("<Analysis>x</Analysis>", "missing <Result>"),
         ("<Analysis>x</Analysis><Result>Response 1 is better than Response 2", "missing </Result>"),
-        ("<Analysis>x</Analysis><Analysis>y</Analysis><Result>Response 1 is better than Response 2</Result>", "appears 2 times"),
+        (
+            "<Analysis>x</Analysis><Analysis>y</Analysis><Result>Response 1 is better than Response 2</Result>",
+            "appears 2 times",
+        ),
         ("<Result>Response 1 is better than Response 2</Result><Analysis>x</Analysis>", "out of order"),
         ("<Analysis>  </Analysis><Result>Response 1 is better than Response 2</Result>", "empty analysis"),
         ("<Analysis>x</Analysis> so <Result>Response 1 is better than Response 2</Result>", "between"),

@@ -15,7 +15,11 @@ from reflectrm.records import Message, PreferencePair
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 PAIR = PreferencePair(
     "g1",
-    (Message("user", "Name a prime number."), Message("assistant", "Do you want a small one?"), Message("user", "Yes, under 10.")),
+    (
+        Message("user", "Name a prime number."),
+        Message("assistant", "Do you want a small one?"),
+        Message("user", "Yes, under 10."),
+    ),
     "7 is a prime number under 10.",
     "9 is a prime number under 10.",
     1,
@@ -36,7 +40,9 @@ def renders() -> dict[str, str]:
 
 def test_golden_renders():
     for name, text in renders().items():
-        assert (GOLDEN / name).read_text() == text, f"{name} changed: bump TEMPLATE_VERSION ({TEMPLATE_VERSION}) and regenerate"
+        assert (GOLDEN / name).read_text() == text, (
+            f"{name} changed: bump TEMPLATE_VERSION ({TEMPLATE_VERSION}) and regenerate"
+        )
 
 
 def test_reflection_prompt_extends_the_judge_prompt_prefix():

@@ -23,7 +23,12 @@ def test_detemplate_reads_the_conversation_back():
 
 def test_reward_sample_splits_prompt_and_response_and_normalises_special_tokens():
     s = read_reward_sample(CHATML + "4<|im_end|>", CHATML, "Four.")
-    assert s.context[-1] == Message("user", "What is 2+2?") and s.response == "4" and s.reference == "Four." and not s.problem
+    assert (
+        s.context[-1] == Message("user", "What is 2+2?")
+        and s.response == "4"
+        and s.reference == "Four."
+        and not s.problem
+    )
     # prefix mismatch (prompts normalised differently): split on the last assistant turn
     s = read_reward_sample(CHATML + "4<|im_end|>", CHATML.replace("Be kind.", "Be  kind."), {"reference": "4"})
     assert s.response == "4" and s.reference == "4"
@@ -33,7 +38,9 @@ def test_reward_sample_splits_prompt_and_response_and_normalises_special_tokens(
     assert read_reward_sample("no template at all", "", "4").problem
 
 
-@pytest.mark.parametrize("label, ref", [("x", "x"), ({"reference": "y"}, "y"), (None, None), ("", None), ({"other": 1}, None), (3, None)])
+@pytest.mark.parametrize(
+    "label, ref", [("x", "x"), ({"reference": "y"}, "y"), (None, None), ("", None), ({"other": 1}, None), (3, None)]
+)
 def test_reference_of(label, ref):
     assert reference_of(label) == ref
 
@@ -42,13 +49,13 @@ def test_reference_of(label, ref):
 def test_serve_configs_are_valid(path):
     from ray.serve.schema import ServeDeploySchema
 
-    from serve.app import AppArgs
+    from serve.schemas import ServeArgs
 
     cfg = yaml.safe_load((Path(__file__).resolve().parents[2] / path).read_text())
     ServeDeploySchema.model_validate(cfg)  # what `serve deploy` checks
     app = cfg["applications"][0]
     assert app["import_path"] == "serve.app:build_app"
-    AppArgs(**app["args"])  # what build_app checks
+    ServeArgs.parse(app["args"])  # what build_app checks (ConfigError on a bad value)
     deployments = {d["name"]: d for d in app["deployments"]}
     assert set(deployments) == {"Stage1", "Stage2", "Ingress"}
     for name in ("Stage1", "Stage2"):  # Serve caps a batch at max_ongoing_requests

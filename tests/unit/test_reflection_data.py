@@ -92,7 +92,10 @@ def test_preference_rows_render_the_judge_prompt():
     pref, _, _, _ = build_sets(graded_rows(), "1:0")
     msgs = training_messages(pref[0])
     assert "## Responses for Judgment" in msgs[-1].content and "## Critiques" not in msgs[-1].content
-    assert parse_output("<Analysis>x</Analysis><Result>Response 1 is better than Response 2</Result>").verdict == pref[0]["label"]
+    assert (
+        parse_output("<Analysis>x</Analysis><Result>Response 1 is better than Response 2</Result>").verdict
+        == pref[0]["label"]
+    )
 
 
 def test_part_store_resume_never_duplicates(tmp_path):
@@ -123,5 +126,14 @@ def test_synthetic_target_judgments_parse_to_the_gold_label():
         first, second = analysis.split(" Response 2 ")
         verdicts = ["does not follow" not in first, "does not follow" not in second]  # what each sentence says
         assert verdicts == [p.label == 1, p.label == 2]  # the complying response is the one said to follow
-    assert {p.metadata["category"] for p in pairs} == {"word_count", "sentence_count", "uppercase", "lowercase", "include_word",
-                                                       "avoid_word", "bullets", "json", "arithmetic"}
+    assert {p.metadata["category"] for p in pairs} == {
+        "word_count",
+        "sentence_count",
+        "uppercase",
+        "lowercase",
+        "include_word",
+        "avoid_word",
+        "bullets",
+        "json",
+        "arithmetic",
+    }

@@ -11,7 +11,7 @@ from reflectrm.engines.base import PromptTooLongError
 from reflectrm.engines.fake import FakeEngine
 from reflectrm.inference import Judge, Steps
 from reflectrm.records import Message, PreferencePair
-from reflectrm.scoring import make_item, run_both, run_select, run_stage1, run_stage2
+from reflectrm.scoring import make_item, run_both, run_stage1, run_stage2
 from tests.helpers import PAIR, critique, is_stage2, judgment
 
 CFG = JudgeConfig(n=4, seed=3)
@@ -37,7 +37,7 @@ def items(mode="reflect"):
 def test_scorer_gives_exactly_the_library_results():
     expected = Judge(FakeEngine(script), CFG).judge(pairs(), "reflect")
     engine = FakeEngine(script)
-    rows = [json.loads(r["row"]) for r in run_both(engine, Steps(CFG), items())]
+    rows = run_both(engine, Steps(CFG), items())
     assert len(engine.calls) == 2  # one engine call per stage for the whole batch
     assert len(engine.calls[1]) == 2 * 3  # 3 reflection calls per pair (N - 1)
     for row, want in zip(rows, expected):
@@ -50,19 +50,21 @@ def test_scorer_gives_exactly_the_library_results():
         assert row["prompt_tokens"] > row["stage1_prompt_tokens"] > 0
 
 
-def test_separate_stages_equal_one_pool_and_cross_as_strings():
+def test_separate_stages_equal_one_pool_and_cross_as_plain_columns():
     steps = Steps(CFG)
     s1 = run_stage1(FakeEngine(script), steps, items())
-    selected = run_select(steps, s1)
-    assert all(isinstance(v, str) for row in s1 + selected for v in row.values())  # any transport carries them
-    separate = run_stage2(FakeEngine(script), steps, selected)
+    assert all(isinstance(v, str) for row in s1 for v in row.values())  # the seam between the pools: string columns
+    assert json.loads(s1[0]["stage1"])["completions"]  # JSON of the Generation record, no pickle
+    separate = run_stage2(FakeEngine(script), steps, json.loads(json.dumps(s1)))  # after any transport
     assert separate == run_both(FakeEngine(script), steps, items())
+    scalar = (str, int, float, bool, type(None))
+    assert all(isinstance(v, scalar) for row in separate for v in row.values())  # result rows: plain typed columns
 
 
 def test_greedy_and_majority_make_no_stage2_call():
     for mode, n in (("greedy", 1), ("majority", 4)):
         engine = FakeEngine(script)
-        rows = [json.loads(r["row"]) for r in run_both(engine, Steps(CFG), items(mode))]
+        rows = run_both(engine, Steps(CFG), items(mode))
         assert len(engine.calls) == 1 and all(r["n_judgments"] == n and r["stage2_calls"] == 0 for r in rows)
     assert rows[0]["completion_tokens"] == rows[0]["stage1_completion_tokens"]
 
@@ -85,8 +87,12 @@ def test_a_prompt_over_the_limit_fails_only_its_own_item():
     long = PreferencePair("long", (Message("user", "word " * 500),), "a", "b", 2)
     its = items() + [make_item("long", long, "reflect")]
     engine = LimitedEngine(script, limit=400)
-    rows = {r["key"]: json.loads(r["row"]) for r in run_both(engine, Steps(CFG), its)}
-    assert rows["long"]["preferred"] is None and "limit is 400" in rows["long"]["error"] and rows["long"]["error"].startswith("stage 1")
+    rows = {r["id"]: r for r in run_both(engine, Steps(CFG), its)}
+    assert (
+        rows["long"]["preferred"] is None
+        and "limit is 400" in rows["long"]["error"]
+        and rows["long"]["error"].startswith("stage 1")
+    )
     assert rows["p1"]["preferred"] in (1, 2) and rows["p1"]["error"] == "" and rows["p2"]["error"] == ""
 
 
@@ -95,12 +101,12 @@ def test_a_reflection_prompt_over_the_limit_counts_as_not_better():
     first = run_both(FakeEngine(script), steps, items()[:1])
     stage1_tokens = FakeEngine(script).count_tokens(steps.begin(PAIR, "reflect").messages)
     engine = LimitedEngine(script, limit=stage1_tokens + 5)  # stage 1 fits; the longer stage-2 prompts do not
-    row = json.loads(run_both(engine, steps, items()[:1])[0]["row"])
+    row = run_both(engine, steps, items()[:1])[0]
     assert row["error"].startswith("stage 2: 3 reflection prompt(s) over the limit")
     trace = json.loads(row["trace"])
     assert [r["better_than_anchor"] for r in trace["reflections"]] == [False, False, False]
     assert row["preferred"] == trace["judgments"][trace["anchor"]]["verdict"] == 1  # W empty -> the anchor
-    assert json.loads(first[0]["row"])["error"] == ""
+    assert first[0]["error"] == ""
 
 
 def test_unknown_mode_is_a_clear_error():

@@ -1,4 +1,4 @@
-"""jobs.train's config and data preparation (no model, no Ray)."""
+"""jobs.train's config (TrainConfig = the library's LoopConfig + data, ray, output) and its rows (no model, no Ray)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import json
 import pytest
 
 from jobs.common import parse_job_config
-from jobs.train import TrainConfig, latest_checkpoint, load_rows
+from jobs.ray_training import TrainConfig, latest_checkpoint
+from reflectrm.training.data import TrainingDataError
+from reflectrm.training.data import load_rows as load_training_rows
 from reflectrm.training.strategies import OptimConfig
-from reflectrm.training.trainer import LoopConfig
+from reflectrm.training.trainer import LoopConfig, TrainerConfig
 from tests.helpers import write_toy_mix
 
 
@@ -17,27 +19,62 @@ def cfg(*overrides: str) -> TrainConfig:
     return parse_job_config(TrainConfig, ["--config", "jobs/configs/grpo.yaml", *overrides], "")
 
 
+def load_rows(c: TrainConfig):
+    train, held, _ = load_training_rows(c.recipe, c.data, c.seed)
+    return train, held
+
+
 def test_the_contract_command_parses():
-    c = cfg("model=tiny-random", "data.path=MIX.parquet", "trainer.num_workers=2", "trainer.strategy=deepspeed", "trainer.zero_stage=2",
-            "max_steps=2", "output=DIR")
-    assert (c.model.name, c.data.path, c.trainer.num_workers, c.trainer.strategy, c.trainer.zero_stage, c.max_steps, c.output) == (
-        "tiny-random", "MIX.parquet", 2, "deepspeed", 2, 2, "DIR")
-    loop = c.loop()
-    assert loop.optim.zero_stage == 2 and loop.grpo.group_size == 8 and loop.grpo.temperature == 1.0  # method.md §3 defaults
+    c = cfg(
+        "model=tiny-random",
+        "data.path=MIX.parquet",
+        "trainer.num_workers=2",
+        "trainer.strategy=deepspeed",
+        "trainer.zero_stage=2",
+        "max_steps=2",
+        "output=DIR",
+    )
+    assert (
+        c.model.name,
+        c.data.path,
+        c.trainer.num_workers,
+        c.trainer.strategy,
+        c.trainer.zero_stage,
+        c.max_steps,
+        c.output,
+    ) == ("tiny-random", "MIX.parquet", 2, "deepspeed", 2, 2, "DIR")
+    assert isinstance(c, LoopConfig)  # what the workers run: every training setting is LoopConfig's, declared once
+    assert c.grpo.n == 8 and c.grpo.temperature == 1.0  # method.md §3 defaults
     assert c.recipe == "grpo" and cfg("--config", "jobs/configs/rft.yaml").recipe == "rft"
 
 
-@pytest.mark.parametrize("bad, word", [("trainer.strategy=horovod", "strategy"), ("trainer.zero_stage=4", "zero_stage"),
-                                       ("trainer.num_workers=0", "num_workers"), ("max_steps=0", "max_steps")])
+@pytest.mark.parametrize(
+    "bad, word",
+    [
+        ("trainer.strategy=horovod", "strategy"),
+        ("trainer.zero_stage=4", "zero_stage"),
+        ("trainer.num_workers=0", "num_workers"),
+        ("max_steps=0", "max_steps"),
+    ],
+)
 def test_bad_settings_are_config_errors(bad, word, capsys):
     with pytest.raises(SystemExit) as exc:
         cfg(bad)
     assert exc.value.code == 2 and word in capsys.readouterr().err
 
 
+def test_zero_settings_live_in_one_place(capsys):
+    with pytest.raises(SystemExit):
+        cfg("optim.zero_stage=3")  # once accepted and silently ignored; now an unknown key
+    assert "unknown config key optim.zero_stage" in capsys.readouterr().err
+    assert cfg("trainer.zero_stage=3", "trainer.offload_optimizer=true").trainer.zero_stage == 3
+
+
 def test_grad_accum_and_warmup():
-    assert LoopConfig(prompts_per_worker=4, micro_batch=8).grad_accum() == 4  # 4 prompts x 8 rollouts / 8
-    assert LoopConfig(recipe="sft", prompts_per_worker=4, micro_batch=3).grad_accum() == 2
+    assert (
+        LoopConfig(trainer=TrainerConfig(prompts_per_worker=4, micro_batch=8)).grad_accum() == 4
+    )  # 4 prompts x 8 rollouts / 8
+    assert LoopConfig(recipe="sft", trainer=TrainerConfig(prompts_per_worker=4, micro_batch=3)).grad_accum() == 2
     o = OptimConfig(warmup_steps=4)
     assert [o.lr_lambda(s) for s in range(5)] == [0.25, 0.5, 0.75, 1.0, 1.0]
 
@@ -55,12 +92,14 @@ def test_rows_hold_out_preference_items_and_rft_drops_reflection(tmp_path):
 
 
 def test_sft_rows_carry_targets_and_bad_data_names_the_fix(tmp_path):
-    train, _ = load_rows(parse_job_config(TrainConfig, ["--config", "jobs/configs/sft.yaml", "data.path=12", "data.held_out=2"], ""))
+    train, _ = load_rows(
+        parse_job_config(TrainConfig, ["--config", "jobs/configs/sft.yaml", "data.path=12", "data.held_out=2"], "")
+    )
     assert len(train) == 10 and all(r["target"].startswith("<Analysis>") and "<Result>" in r["target"] for r in train)
-    with pytest.raises(SystemExit, match="no such file.*jobs.build_data"):
+    with pytest.raises(TrainingDataError, match="no such file.*jobs.build_data"):
         load_rows(cfg("data.path=/nonexistent/mix.parquet"))
     mix = write_toy_mix(tmp_path / "mix.parquet", 4)
-    with pytest.raises(SystemExit, match="`target` column"):
+    with pytest.raises(TrainingDataError, match="`target` column"):
         load_rows(cfg("recipe=sft", f"data.path={mix}"))
 
 

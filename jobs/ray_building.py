@@ -1,0 +1,111 @@
+"""The Ray Data adapter of jobs.build_data (method.md §2): an actor pool holding the engine samples
+and grades N judgments per pair; the rows stream into a PartStore, then the library builds the sets.
+
+    read pairs -> sample N judgments per pair -> grade against the gold label -> Parquet parts as they
+    stream in (a re-run skips finished ids) -> drop easy items -> preference set + reflection set ->
+    mix at the ratio -> pref/refl/mix.parquet + stats.json
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from jobs.common import DataConfig
+from jobs.ray_setup import PoolConfig, RayConfig, init_ray, rows_of, set_threads, table_of
+from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig
+from reflectrm.data.loaders import pair_from_row, pair_to_row, write_rows
+from reflectrm.data.reflection import PartStore, build_sets, load_source, parse_ratio, sample_and_grade
+from reflectrm.prompts import TEMPLATE_VERSION
+
+
+@dataclasses.dataclass(frozen=True)
+class MixConfig:
+    ratio: str = "4:1"  # method.md §2: preference:reflection
+
+    def __post_init__(self) -> None:
+        parse_ratio(self.ratio)
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildDataConfig:
+    model: ModelConfig = ModelConfig()
+    prompt: PromptConfig = PromptConfig()
+    data: DataConfig = DataConfig()
+    judge: JudgeConfig = JudgeConfig(mode="majority")  # n (judgments per pair), temperature, max_new_tokens, seed
+    mix: MixConfig = MixConfig()
+    ray: RayConfig = RayConfig()
+    pool: PoolConfig = PoolConfig()
+    output: str = "runs/build_data"
+
+
+class Sampler:
+    """Ray Data actor: holds one engine; each call samples and grades a batch of pairs."""
+
+    def __init__(self, model: ModelConfig, judge: JudgeConfig, prompt: PromptConfig, threads: int | None):
+        from reflectrm.engines import load_engine
+
+        set_threads(threads)
+        self.engine = load_engine(model)
+        self.judge, self.prompt = judge, prompt
+
+    def __call__(self, batch: Any) -> Any:
+        pairs = [pair_from_row(json.loads(r["pair"])) for r in rows_of(batch)]
+        return table_of(sample_and_grade(self.engine, pairs, self.judge, self.prompt))
+
+
+def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
+    """Sample what is not yet sampled, then (re)build the sets from every graded row. Returns stats.json's content."""
+    pairs, load_stats = load_source(cfg.data.format, cfg.data.path, cfg.data.limit, cfg.data.on_bad_row, cfg.judge.seed)
+    store = PartStore(out / "judgments")
+    done = store.done_ids()
+    todo = [p for p in pairs if p.id not in done]
+    t0 = time.perf_counter()
+    if todo:
+        import ray
+        from tqdm import tqdm
+
+        init_ray(cfg.ray, out)
+        ds = ray.data.from_items([{"pair": json.dumps(pair_to_row(p))} for p in todo])
+        ds = ds.map_batches(
+            Sampler,
+            fn_constructor_kwargs={
+                "model": cfg.model,
+                "judge": cfg.judge,
+                "prompt": cfg.prompt,
+                "threads": cfg.pool.threads,
+            },
+            **cfg.pool.map_batches_kwargs(),
+        )
+        with tqdm(total=len(todo), desc="judged", unit="pair") as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                rows = batch.to_pylist()
+                store.write(rows)  # persisted before the next batch: a crash loses at most this one
+                bar.update(len(rows))
+    sample_s = time.perf_counter() - t0
+
+    wanted = {p.id for p in pairs}
+    graded = [r for r in store.read_all() if r["id"] in wanted]
+    pref, refl, mix, counts = build_sets(graded, cfg.mix.ratio, cfg.judge.seed)
+    for name, rows in (("pref", pref), ("refl", refl), ("mix", mix)):
+        write_rows(rows, out / f"{name}.parquet")
+    stats = {
+        "items_read": load_stats["rows_read"],
+        "bad_rows": load_stats["bad_rows"],
+        "ties_dropped": load_stats["ties_dropped"],
+        "already_judged": len(pairs) - len(todo),
+        **dataclasses.asdict(counts),
+        "ratio": cfg.mix.ratio,
+        "model": cfg.model.name,
+        "prompt_template": TEMPLATE_VERSION,
+        "seed": cfg.judge.seed,
+        "n": cfg.judge.n,
+        "sampling_seconds": round(sample_s, 1),
+        "completion_tokens": int(sum(r["completion_tokens"] for r in graded)),
+        "source": load_stats["source"],
+    }
+    (out / "stats.json").write_text(json.dumps(stats, indent=2))
+    return stats

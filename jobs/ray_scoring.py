@@ -1,0 +1,197 @@
+"""The Ray Data scoring pipeline: the one Ray adapter that jobs.score, jobs.evaluate and jobs.main use.
+
+    items -> stage 1 (an actor pool holding the engine: N judgments per item)
+          -> stage 2 (its own actor pool: the pure select step, the reflection calls, the vote)
+          -> result rows, written to a PartStore as they stream in (a re-run skips finished keys)
+
+`stages.separate=false` runs both stages in one pool (one model copy; stage 2 then runs on the
+engine that ran its stage 1). The actors only build an engine and delegate to reflectrm.scoring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from jobs.common import DataConfig
+from jobs.ray_setup import PoolConfig, RayConfig, init_ray, rows_of, set_threads, table_of
+from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, to_dict
+from reflectrm.data.reflection import PartStore, load_source
+from reflectrm.evaluation import (
+    METHODS,
+    check_unique,
+    evaluate as evaluate_results,
+    evaluation_items,
+    load_dataset,
+    run_modes,
+)
+from reflectrm.inference import Steps
+from reflectrm.prompts import TEMPLATE_VERSION
+from reflectrm.scoring import make_item, run_both, run_stage1, run_stage2, summarize_scores
+
+
+@dataclasses.dataclass(frozen=True)
+class StagesConfig:
+    """The actor pools of the two stages (on 2 CPUs: fractions, so both fit)."""
+
+    separate: bool = True  # False: one pool runs both stages (fewer model copies, stage 2 on stage 1's engine)
+    stage1: PoolConfig = PoolConfig(cpus=0.5)
+    stage2: PoolConfig = PoolConfig(cpus=0.5)
+
+
+@dataclasses.dataclass(frozen=True)
+class ScoreConfig:
+    model: ModelConfig = ModelConfig()
+    prompt: PromptConfig = PromptConfig()
+    judge: JudgeConfig = JudgeConfig()  # mode (reflect), n, temperature, max_new_tokens, seed
+    data: DataConfig = DataConfig(format="synthetic", path="64")
+    stages: StagesConfig = StagesConfig()
+    ray: RayConfig = RayConfig()
+    output: str = "runs/score"
+    output_format: Literal["parquet", "jsonl"] = "parquet"
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateConfig:
+    model: ModelConfig = ModelConfig()
+    prompt: PromptConfig = PromptConfig()
+    judge: JudgeConfig = JudgeConfig()  # n, temperature, max_new_tokens, seed of majority/reflect
+    datasets: tuple[str, ...] = ()  # [NAME=]FORMAT:PATH[+PATH...]
+    methods: tuple[str, ...] = METHODS
+    limit: int | None = None  # at most this many pairs per dataset (taken round-robin over its files)
+    swap: bool = True  # also judge every pair with the responses swapped (for positional consistency)
+    sections: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)  # dataset -> section -> subsets
+    held_out: tuple[str, ...] = ("judgebench",)  # formats reported apart
+    on_bad_row: Literal["error", "skip"] = "error"
+    stages: StagesConfig = StagesConfig()
+    ray: RayConfig = RayConfig()
+    output: str = "runs/evaluate"
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in METHODS]
+        if bad or not self.methods:
+            raise ValueError(f"methods={list(self.methods)}: choose from {list(METHODS)}")
+        if not self.datasets:
+            raise ValueError("datasets is empty: give e.g. datasets=[llmbar:../shared/data/llmbar/natural.json]")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+
+# --------------------------------------------------------------------------- Ray Data actors (thin)
+
+
+STAGES = {"stage1": run_stage1, "stage2": run_stage2, "both": run_both}  # reflectrm.scoring's steps per pool
+
+
+class StageActor:
+    """One pool's actor: builds its engine once, then runs its stage's step on every batch."""
+
+    def __init__(self, stage: str, model: ModelConfig, judge: JudgeConfig, prompt: PromptConfig, threads: int | None):
+        from reflectrm.engines import load_engine
+
+        set_threads(threads)
+        self.run, self.engine, self.steps = STAGES[stage], load_engine(model), Steps(judge, prompt)
+
+    def __call__(self, batch: Any) -> Any:
+        return table_of(self.run(self.engine, self.steps, rows_of(batch)))
+
+
+def run_pipeline(
+    items: list[dict[str, str]], cfg: ScoreConfig | EvaluateConfig, store: PartStore, desc: str = "scored"
+) -> int:
+    """Judge the items not yet in `store` with cfg's model, judge, prompt and stages, writing result rows
+    to `store` as they stream in. Returns how many ran."""
+    done = store.done_ids()
+    todo = [it for it in items if it["key"] not in done]
+    if not todo:
+        return 0
+    import ray
+    from tqdm import tqdm
+
+    ctor, stages = {"model": cfg.model, "judge": cfg.judge, "prompt": cfg.prompt}, cfg.stages
+    ds = ray.data.from_items(todo)
+    pools = [("stage1", stages.stage1), ("stage2", stages.stage2)] if stages.separate else [("both", stages.stage1)]
+    for stage, pool in pools:
+        kwargs = {**ctor, "stage": stage, "threads": pool.threads}
+        ds = ds.map_batches(StageActor, fn_constructor_kwargs=kwargs, **pool.map_batches_kwargs())
+    with tqdm(total=len(todo), desc=desc, unit="item") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+            rows = batch.to_pylist()
+            store.write(rows)  # persisted before the next batch: a crash loses at most the batches in flight
+            bar.update(len(rows))
+    return len(todo)
+
+
+# --------------------------------------------------------------------------- the two jobs on it
+
+
+def score(cfg: ScoreConfig, out: Path) -> dict[str, Any]:
+    """Score every pair of `cfg.data`; writes OUT/scores.(parquet|jsonl) and returns the summary."""
+    from reflectrm.data.loaders import write_rows
+
+    pairs, load_stats = load_source(cfg.data.format, cfg.data.path, cfg.data.limit, cfg.data.on_bad_row, cfg.judge.seed)
+    check_unique([p.id for p in pairs], load_stats["source"])
+    items = [make_item(p.id, p, cfg.judge.mode) for p in pairs]
+    t0 = time.perf_counter()
+    init_ray(cfg.ray, out)
+    store = PartStore(out / "parts")
+    ran = run_pipeline(items, cfg, store)
+    seconds = time.perf_counter() - t0
+    by_id = {r["id"]: r for r in store.read_all()}
+    rows = [by_id[it["key"]] for it in items]  # input order, each id once
+    path = out / f"scores.{cfg.output_format}"
+    write_rows([{**r, "trace": json.loads(r["trace"])} for r in rows] if cfg.output_format == "jsonl" else rows, path)
+    summary = {
+        **summarize_scores(rows),
+        "source": load_stats["source"],
+        "scored_this_run": ran,
+        "resumed": len(items) - ran,
+        "seconds": round(seconds, 1),
+        "pairs_per_s": round(ran / seconds, 3) if ran and seconds else None,
+        "model": cfg.model.name,
+        "mode": cfg.judge.mode,
+        "n": cfg.judge.n,
+        "prompt_template": TEMPLATE_VERSION,
+        "output": str(path),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def evaluate(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
+    """Every method on every dataset, both orders; writes OUT/results.json, results.md, results.png."""
+    from reflectrm.evaluation import markdown
+    from reflectrm.report import plot_methods
+
+    datasets = [load_dataset(s, cfg.limit, cfg.on_bad_row, cfg.judge.seed, cfg.held_out) for s in cfg.datasets]
+    check_unique([d.name for d in datasets], "datasets=[...]")
+    modes = run_modes(cfg.methods)
+    items = evaluation_items(datasets, modes, ["given", "swapped"] if cfg.swap else ["given"])
+    t0 = time.perf_counter()
+    init_ray(cfg.ray, out)
+    store = PartStore(out / "parts")
+    ran = run_pipeline(items, cfg, store, desc="judged")
+    seconds = time.perf_counter() - t0
+    results = evaluate_results(
+        datasets, items, {r["id"]: r for r in store.read_all()}, cfg.methods, cfg.swap, cfg.sections
+    )
+    summary = {
+        "model": cfg.model.name,
+        "n": cfg.judge.n,
+        "limit": cfg.limit,
+        "prompt_template": TEMPLATE_VERSION,
+        "methods": list(cfg.methods),
+        "datasets": {d.name: len(d.pairs) for d in datasets},
+        "items": len(items),
+        "items_judged_this_run": ran,
+        "seconds": round(seconds, 1),
+        "results": results,
+        "config": to_dict(cfg),
+    }
+    (out / "results.json").write_text(json.dumps(summary, indent=2))
+    (out / "results.md").write_text(markdown(summary))
+    plot_methods(results, out / "results.png")
+    return summary

@@ -1,0 +1,274 @@
+"""Comparing judging methods on labelled data (method.md §5): datasets, the items to judge, the
+metrics per method and the summary. No Ray and no engine in here: a job runs the items through the
+scoring pipeline (jobs/ray_scoring.py) and hands the result rows back.
+
+    datasets = [load_dataset(spec, ...) for spec in specs]
+    items = evaluation_items(datasets, modes, orders)        # one per dataset x pair x engine mode x order
+    rows = <the pipeline: one result row per item key>
+    results = evaluate(datasets, items, rows, methods, swap, sections)
+    markdown(summary)                                        # the report (results.md, and what the job prints)
+
+Majority and reflect share the same stage-1 samples (majority is the plain vote of reflect's stage
+1), so the two are compared on identical judgments and majority's cost is exactly reflect's stage 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+from reflectrm.data.loaders import load_pairs, parse_dataset_spec
+from reflectrm.metrics import accuracy, consistency, flip_rate, invalid_rate, section_weighted
+from reflectrm.records import PreferencePair
+from reflectrm.report import table
+from reflectrm.scoring import make_item
+
+METHODS = ("greedy", "majority", "reflect")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    name: str
+    format: str
+    pairs: list[PreferencePair]
+    held_out: bool
+
+
+def load_dataset(spec: str, limit: int | None, on_bad_row: str, seed: int, held_out: Sequence[str]) -> Dataset:
+    name, eq, rest = spec.partition("=")
+    if not eq:
+        name, rest = "", spec
+    fmt, paths = parse_dataset_spec(rest)
+    files = [p for p in paths.split("+") if p]
+    per_file = [load_pairs(fmt, f, on_bad_row=on_bad_row, seed=seed)[0] for f in files]  # type: ignore[arg-type]
+    pairs = [p for group in _round_robin(per_file) for p in group][: limit or None]
+    if any(p.label not in (1, 2) for p in pairs):
+        raise ValueError(
+            f"dataset {spec!r} has pairs without a gold label: evaluation needs labelled data (use jobs.score)"
+        )
+    name = name or (fmt if len(files) > 1 else f"{fmt}/{Path(files[0]).stem}")
+    return Dataset(name, fmt, pairs, fmt in held_out)
+
+
+def _round_robin(groups: list[list[PreferencePair]]) -> list[list[PreferencePair]]:
+    """[[a1,a2],[b1]] -> [[a1,b1],[a2]]: a limit then takes from every file."""
+    width = max(len(g) for g in groups)
+    return [[g[i] for g in groups if i < len(g)] for i in range(width)]
+
+
+def run_modes(methods: Sequence[str]) -> list[str]:
+    """The engine runs: greedy; reflect (majority comes free from its stage 1); majority alone only without reflect."""
+    modes = [m for m in ("greedy", "reflect") if m in methods]
+    return modes + (["majority"] if "majority" in methods and "reflect" not in methods else [])
+
+
+def source_of(method: str, modes: Sequence[str]) -> tuple[str, str]:
+    """(the mode whose rows hold this method's answers, the column of its verdict)."""
+    if method == "majority" and "reflect" in modes:
+        return "reflect", "majority"
+    return method, "preferred"
+
+
+def metrics_for(rows: list[dict[str, Any]], method: str, column: str, swap: bool) -> dict[str, Any]:
+    """Metrics of one method over one dataset's rows (both orders); its verdicts are in `column`."""
+    given = {r["pair_id"]: r for r in rows if r["order"] == "given"}
+    swapped = {r["pair_id"]: r for r in rows if r["order"] == "swapped"}
+    ids = sorted(given)
+    labels = [given[i]["label"] for i in ids]
+    preds = [given[i][column] for i in ids]
+    preds_sw = [swapped[i][column] for i in ids] if swap else []
+    stage1_only = method != "reflect"
+    tokens = [r["stage1_completion_tokens"] if stage1_only else r["completion_tokens"] for r in rows]
+    prompt_tokens = [r["stage1_prompt_tokens"] if stage1_only else r["prompt_tokens"] for r in rows]
+    out: dict[str, Any] = {
+        "n_items": len(ids),
+        "accuracy": accuracy(preds, labels),
+        "accuracy_swapped": accuracy(preds_sw, [3 - y for y in labels]) if swap else None,
+        "consistency": consistency(preds, preds_sw, labels) if swap else None,
+        "flip_rate": flip_rate(preds, preds_sw) if swap else None,
+        "invalid_rate": invalid_rate(preds, preds_sw),
+        "valid_judgment_rate": sum(r["valid_rate"] for r in rows) / len(rows),
+        "tokens_per_item": sum(tokens) / len(rows),
+        "prompt_tokens_per_item": sum(prompt_tokens) / len(rows),
+        "stage2_skip_rate": sum(bool(r["stage2_skipped"]) for r in rows) / len(rows) if method == "reflect" else None,
+        "errors": sum(bool(r["error"]) for r in rows),
+    }
+    if method == "reflect":
+        s1 = sum(r["stage1_completion_tokens"] for r in rows)
+        s1p = sum(r["stage1_prompt_tokens"] for r in rows)
+        out["cost_vs_majority"] = {
+            "generated_tokens": sum(tokens) / s1 if s1 else None,
+            "prompt_tokens": sum(prompt_tokens) / s1p if s1p else None,
+        }
+    return out
+
+
+def evaluate_rows(
+    ds: Dataset,
+    rows: list[dict[str, Any]],
+    methods: Sequence[str],
+    modes: Sequence[str],
+    swap: bool,
+    sections: dict[str, list[str]] | None,
+) -> list[dict[str, Any]]:
+    results = []
+    for method in methods:
+        mode, column = source_of(method, modes)
+        mine = [r for r in rows if r["mode"] == mode]
+        entry = {
+            "dataset": ds.name,
+            "method": method,
+            "held_out": ds.held_out,
+            **metrics_for(mine, method, column, swap),
+        }
+        subsets = sorted({r["subset"] for r in mine})
+        per_subset = []
+        for s in subsets:
+            m = metrics_for([r for r in mine if r["subset"] == s], method, column, swap)
+            per_subset.append(
+                {
+                    "subset": s,
+                    "n_items": m["n_items"],
+                    "accuracy": m["accuracy"],
+                    "accuracy_swapped": m["accuracy_swapped"],
+                    "consistency": m["consistency"],
+                }
+            )
+        entry["subsets"] = per_subset
+        if len(subsets) > 1:
+            entry["weighted_accuracy"] = section_weighted(
+                {s["subset"]: (s["accuracy"], s["n_items"]) for s in per_subset}, sections
+            )
+            entry["weighted_consistency"] = (
+                section_weighted({s["subset"]: (s["consistency"], s["n_items"]) for s in per_subset}, sections)
+                if swap
+                else None
+            )
+        results.append(entry)
+    return results
+
+
+HEADERS = [
+    "dataset",
+    "method",
+    "items",
+    "acc",
+    "acc swapped",
+    "consistency",
+    "flip",
+    "invalid",
+    "valid judgments",
+    "tokens/item",
+    "stage2 skip",
+    "cost vs majority",
+]
+
+
+def table_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
+    return [
+        [
+            r["dataset"],
+            r["method"],
+            r["n_items"],
+            r["accuracy"],
+            r["accuracy_swapped"],
+            r["consistency"],
+            r["flip_rate"],
+            r["invalid_rate"],
+            r["valid_judgment_rate"],
+            f"{r['tokens_per_item']:.1f}",
+            r["stage2_skip_rate"],
+            (
+                f"{r['cost_vs_majority']['generated_tokens']:.2f}x"
+                if r.get("cost_vs_majority", {}).get("generated_tokens")
+                else None
+            ),
+        ]
+        for r in results
+    ]
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    results = summary["results"]
+    parts = [
+        f"# Evaluation: {summary['model']}",
+        "",
+        f"n={summary['n']}, limit={summary['limit']}, prompts {summary['prompt_template']}. "
+        "acc = accuracy in the given order; consistency = right in both orders (method.md §5); "
+        "'-' = not measured. Majority is the vote of reflect's own stage-1 samples.",
+        "",
+    ]
+    for title, held in (("Benchmarks", False), ("Held out (JudgeBench: report only, never tune on it)", True)):
+        rows = [r for r in results if r["held_out"] == held]
+        if rows:
+            parts += [f"## {title}", "", table(HEADERS, table_rows(rows)), ""]
+    sub = [
+        [r["dataset"], s["subset"], r["method"], s["n_items"], s["accuracy"], s["consistency"]]
+        for r in results
+        if len(r["subsets"]) > 1
+        for s in r["subsets"]
+    ]
+    if sub:
+        parts += ["## Subsets", "", table(["dataset", "subset", "method", "items", "acc", "consistency"], sub), ""]
+        weighted = [
+            [r["dataset"], r["method"], r.get("weighted_accuracy"), r.get("weighted_consistency")]
+            for r in results
+            if "weighted_accuracy" in r
+        ]
+        parts += [
+            "Weighted over subsets (RewardBench v1: count-weighted within a section, mean over sections):",
+            "",
+            table(["dataset", "method", "weighted acc", "weighted consistency"], weighted),
+            "",
+        ]
+    return "\n".join(parts)
+
+
+def evaluation_items(datasets: Sequence[Dataset], modes: Sequence[str], orders: Sequence[str]) -> list[dict[str, str]]:
+    """Every (dataset, pair, engine mode, order) as a scoring item with a unique key."""
+    items = [
+        make_item(
+            f"{d.name}|{mode}|{order}|{p.id}",
+            p if order == "given" else p.swapped(),
+            mode,
+            dataset=d.name,
+            subset=p.subset,
+            order=order,
+        )  # type: ignore[arg-type]
+        for d in datasets
+        for p in d.pairs
+        for mode in modes
+        for order in orders
+    ]
+    check_unique([it["key"] for it in items], "the evaluation")
+    return items
+
+
+def evaluate(
+    datasets: Sequence[Dataset],
+    items: Sequence[dict[str, str]],
+    rows_by_key: dict[str, dict[str, Any]],
+    methods: Sequence[str],
+    swap: bool,
+    sections: dict[str, dict[str, list[str]]],
+) -> list[dict[str, Any]]:
+    """The metrics of every method on every dataset, from the pipeline's result rows."""
+    modes = run_modes(methods)
+    results = []
+    for d in datasets:
+        rows = [rows_by_key[it["key"]] for it in items if json.loads(it["meta"])["dataset"] == d.name]
+        results += evaluate_rows(d, rows, methods, modes, swap, sections.get(d.name))
+    return results
+
+
+def check_unique(keys: Sequence[str], what: str) -> None:
+    """Results are keyed and resumed by id: two items with one id would overwrite each other."""
+    seen: set[str] = set()
+    for k in keys:
+        if k in seen:
+            raise ValueError(
+                f"{what} has two items with id {k!r}: ids must be unique (scores are keyed and resumed by id)"
+            )
+        seen.add(k)

@@ -1,0 +1,103 @@
+"""The rows a training run reads, and the held-out rows of its greedy check.
+
+A row: id, task (response | critique), label, pair (the canonical pair as JSON), critique_1/2
+(JSON or None), and for sft the target judgment. They come from jobs.build_data's Parquet
+(`format: mix`, for mix/pref/refl.parquet), from the synthetic set, or from any loader format
+(preference items only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+from reflectrm.data.loaders import pair_from_row, pair_to_row
+from reflectrm.data.reflection import load_source, preference_row
+from reflectrm.inference import derive_seed
+from reflectrm.prompts import render_judgment
+
+KEEP = ("id", "task", "label", "pair", "critique_1", "critique_2", "target")
+
+
+class TrainingDataError(ValueError):
+    """The training data cannot be used as given; the message names the file and the fix."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainDataConfig:
+    format: str = (
+        "mix"  # mix: jobs.build_data's parquet (mix/pref/refl); synthetic; or a loader format (preference items)
+    )
+    path: str = "runs/build_data/mix.parquet"  # for synthetic: the number of pairs
+    limit: int | None = None  # at most this many training rows
+    held_out: int = 16  # preference rows kept apart for the greedy check (never trained on)
+
+
+def load_rows(
+    recipe: str, data: TrainDataConfig, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]:
+    """(training rows, held-out preference rows, notes for the user)."""
+    notes: list[str] = []
+    if data.format == "mix":
+        rows = _mix_rows(Path(data.path), recipe)
+    elif recipe == "sft" and data.format != "synthetic":
+        rows = _target_rows(Path(data.path))
+    else:
+        pairs, _ = load_source(data.format, data.path, None, "error", seed)
+        rows = [preference_row(pair_to_row(p)) for p in pairs]
+        if recipe == "sft":  # synthetic: the set's own checkable target judgments
+            from reflectrm.data.synthetic import target_analysis
+
+            rows = [{**r, "target": render_judgment(target_analysis(p), p.label)} for r, p in zip(rows, pairs)]
+    if recipe == "rft":
+        rows = [r for r in rows if r["task"] == "response"]
+    if recipe == "grpo" and not any(r["task"] == "critique" for r in rows):
+        notes.append("no reflection items in the data: this run is RFT (preference items only)")
+    pref = sorted((r for r in rows if r["task"] == "response"), key=lambda r: derive_seed(seed, "held-out", r["id"]))
+    held_ids = {r["id"] for r in pref[: data.held_out]}
+    held = [r for r in pref if r["id"] in held_ids]
+    train = [r for r in rows if r["id"] not in held_ids]
+    random.Random(derive_seed(seed, "order")).shuffle(train)
+    if data.limit is not None:
+        train = train[: data.limit]
+    return [_clean(r) for r in train], [_clean(r) for r in held], notes
+
+
+def _clean(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: (int(row[k]) if k == "label" else row[k]) for k in KEEP if k in row}
+
+
+def _mix_rows(path: Path, recipe: str) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise TrainingDataError(
+            f"data.path={path}: no such file (build one with `python -m jobs.build_data`, or set data.format=synthetic)"
+        )
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(path).to_pylist()
+    missing = {"id", "task", "label", "pair"} - set(rows[0] if rows else {})
+    if missing:
+        raise TrainingDataError(
+            f"{path}: not a training mix (missing columns {sorted(missing)}); jobs.build_data writes mix.parquet"
+        )
+    if recipe == "sft" and "target" not in rows[0]:
+        raise TrainingDataError(f"{path}: recipe=sft needs a `target` column (the judgment to learn)")
+    return rows
+
+
+def _target_rows(path: Path) -> list[dict[str, Any]]:
+    import pandas as pd
+
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_json(path, lines=path.suffix == ".jsonl")
+    if "target" not in frame.columns:
+        raise TrainingDataError(
+            f"{path}: recipe=sft needs a `target` column (the judgment to learn) next to the pair's fields"
+        )
+    rows = []
+    for rec in frame.to_dict("records"):
+        pair = pair_from_row(json.loads(rec["pair"]) if "pair" in rec else rec)
+        rows.append({**preference_row(pair_to_row(pair)), "target": rec["target"]})
+    return rows
