@@ -43,7 +43,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         table(
             ["", "count"],
             [
-                ["pairs judged (resumed)", f"{s['items']} ({s['already_judged']})"],
+                ["pairs judged", s["items"]],
                 ["judgments", s["judgments"]],
                 ["invalid judgments", s["invalid_judgments"]],
                 ["easy (all correct), dropped", s["easy_dropped"]],

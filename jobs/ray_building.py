@@ -63,6 +63,9 @@ def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
     store = PartStore(out / "judgments")
     done = store.done_ids()
     todo = [p for p in pairs if p.id not in done]
+    print(
+        f"  {len(pairs)} pairs from {load_stats['source']}: {len(pairs) - len(todo)} already judged, {len(todo)} to go"
+    )
     t0 = time.perf_counter()
     if todo:
         import ray
@@ -96,7 +99,6 @@ def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
         "items_read": load_stats["rows_read"],
         "bad_rows": load_stats["bad_rows"],
         "ties_dropped": load_stats["ties_dropped"],
-        "already_judged": len(pairs) - len(todo),
         **dataclasses.asdict(counts),
         "ratio": cfg.mix.ratio,
         "model": cfg.model.name,

@@ -155,7 +155,7 @@ def build_model(cfg: LoopConfig, device: str) -> tuple[HFEngine, torch.nn.Module
 
 
 def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summary: dict[str, Any]) -> Path:
-    """A merged HF folder that `reflectrm judge --model FOLDER` loads (safetensors), plus `adapter/`
+    """A merged HF folder that `reflectrm judge model=FOLDER` loads (safetensors), plus `adapter/`
     for LoRA, and a README with the run's config and final metrics."""
     from reflectrm.models import load_model, load_tokenizer, resolve_model
 
@@ -176,7 +176,7 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
         "",
         f"Recipe `{cfg.recipe}` from `{cfg.model.name}` ({cfg.trainer.finetune}, {cfg.trainer.strategy}).",
         "",
-        "    reflectrm judge --model THIS_FOLDER --prompt ... --response-1 ... --response-2 ...",
+        "    reflectrm judge model=THIS_FOLDER --prompt ... --response-1 ... --response-2 ...",
         "",
         "## Final metrics",
         "",

@@ -88,7 +88,7 @@ def test_evaluate_contract_end_to_end(ray_local, tmp_path):
             "model=tiny-random",
             f"datasets=[llmbar:{LLMBAR}]",
             "methods=[greedy,majority,reflect]",
-            "n=2",
+            "judge.n=2",
             "limit=4",
             "judge.max_new_tokens=8",
             "stages.stage1.batch_size=4",

@@ -94,7 +94,7 @@ def test_each_strategy_trains_and_exports(runs, name):
     result = Judge(HFEngine.from_config(ModelConfig(name=str(final))), JudgeConfig(max_new_tokens=40)).judge(
         [PAIR], "greedy"
     )[0]
-    assert result.judgments[0].text  # what `reflectrm judge --model DIR/final` does
+    assert result.judgments[0].text  # what `reflectrm judge model=DIR/final` does
 
 
 def test_the_same_losses_under_ddp_fsdp2_and_zero2(runs):

@@ -75,7 +75,7 @@ def test_sft_lora_export_merges_and_reloads_with_equal_outputs(tmp_path):
 
     from peft import PeftModel
 
-    merged = HFEngine.from_config(ModelConfig(name=str(out / "final")))  # what `reflectrm judge --model` loads
+    merged = HFEngine.from_config(ModelConfig(name=str(out / "final")))  # what `reflectrm judge model=DIR` loads
     base = HFEngine.from_config(ModelConfig(name="tiny-random"))
     ids = torch.tensor([[5, 17, 42, 99, 7, 3]])
     with torch.no_grad():

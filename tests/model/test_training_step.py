@@ -32,6 +32,18 @@ def row():
     return preference_row(pair_to_row(PAIR))
 
 
+def test_a_rollout_tokenises_each_prompt_once_and_on_the_given_model(engine, monkeypatch):
+    calls = []
+    encode = engine.encode
+    monkeypatch.setattr(engine, "encode", lambda m: calls.append(1) or encode(m))
+    copy = torch.nn.Linear(1, 1)
+    policy = engine.with_model(engine.model)
+    assert engine.with_model(copy).model is copy and engine.model is not copy  # the engine itself is left as it was
+    r = rollout(policy, [row(), row()], GRPOConfig(n=2, max_new_tokens=4), seed=1)
+    assert len(calls) == 2  # one tokenisation per prompt (inside generate); the loss reuses Generation.prompt_ids
+    assert r.prompt_ids[0] == encode(training_messages(row()))
+
+
 def test_rollouts_are_graded_by_the_parser(engine):
     cfg = GRPOConfig(n=3, max_new_tokens=6)
     r = rollout(engine, [row(), row()], cfg, seed=1)
