@@ -4,9 +4,8 @@
           -> stage 2 (its own actor pool: the pure select step, the reflection calls, the vote)
           -> result rows, written to a PartStore as they stream in (a re-run skips finished keys)
 
-`stages.separate=false` runs both stages in one pool (one model copy; stage 2 then runs on the
-engine that ran its stage 1). The actors only build an engine and delegate to reflectrm.scoring.
-"""
+One pool runs both stages (`stages.separate`: auto on one node, or false): one model copy, stage 2 on the engine
+(and prefix cache) that ran its stage 1. The actors only build an engine and delegate to reflectrm.scoring."""
 
 from __future__ import annotations
 
@@ -37,7 +36,7 @@ from reflectrm.scoring import make_item, run_both, run_stage1, run_stage2, summa
 class StagesConfig:
     """The actor pools of the two stages (on 2 CPUs: fractions, so both fit)."""
 
-    separate: bool = True  # False: one pool runs both stages (fewer model copies, stage 2 on stage 1's engine)
+    separate: bool | Literal["auto"] = "auto"  # auto: one pool on one node (stage 2 on stage 1's cache), two on several
     stage1: PoolConfig = PoolConfig(cpus=0.5)
     stage2: PoolConfig = PoolConfig(cpus=0.5)
 
@@ -112,8 +111,9 @@ def run_pipeline(
     from tqdm import tqdm
 
     ctor, stages = {"model": cfg.model, "judge": cfg.judge, "prompt": cfg.prompt}, cfg.stages
+    separate = stages.separate if stages.separate != "auto" else sum(bool(n.get("Alive")) for n in ray.nodes()) > 1
     ds = ray.data.from_items(todo)
-    pools = [("stage1", stages.stage1), ("stage2", stages.stage2)] if stages.separate else [("both", stages.stage1)]
+    pools = [("stage1", stages.stage1), ("stage2", stages.stage2)] if separate else [("both", stages.stage1)]
     for stage, pool in pools:
         kwargs = {**ctor, "stage": stage, "threads": pool.threads}
         ds = ds.map_batches(StageActor, fn_constructor_kwargs=kwargs, **pool.map_batches_kwargs())
@@ -193,5 +193,8 @@ def evaluate(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
     (out / "results.md").write_text(markdown(summary))
-    plot_methods(results, out / "results.png")
+    orders = "both orders" if cfg.swap else "the given order"
+    plot_methods(
+        results, out / "results.png", f"{cfg.model.name}: judging methods on labelled pairs, {orders} (n={cfg.judge.n})"
+    )
     return summary

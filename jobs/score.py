@@ -35,7 +35,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
             mode=j.mode,
             n=j.n,
             max_new_tokens=j.max_new_tokens,
-            stages="two pools" if cfg.stages.separate else "one pool",
+            separate_pools=cfg.stages.separate,
+            stage2=j.stage2,
         )
     )
     with user_errors("score"):

@@ -109,6 +109,11 @@ class JudgeConfig:
     stage2_temperature: float = 0.0  # paper silent; ours: each reflection is one decision, so greedy
     stage2_max_new_tokens: int | None = None  # None: the same as max_new_tokens
     skip_unanimous: bool = True  # ours, exact: unanimous stage-1 verdicts cannot be changed by stage 2
+    stage2: Literal["lazy", "full"] = "lazy"  # ours, exact: lazy asks the other verdict first (inference.py)
+    # analysis: each reflection writes its analysis, then its verdict (the paper's method). verdict (ours, NOT the
+    # paper's: the model was trained to write an analysis first): no analysis, one prefill, the verdict read from
+    # the log-probs of "1" against "2"
+    stage2_output: Literal["analysis", "verdict"] = "analysis"
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -93,6 +93,12 @@ def metrics_for(rows: list[dict[str, Any]], method: str, column: str, swap: bool
         "tokens_per_item": sum(tokens) / len(rows),
         "prompt_tokens_per_item": sum(prompt_tokens) / len(rows),
         "stage2_skip_rate": sum(bool(r["stage2_skipped"]) for r in rows) / len(rows) if method == "reflect" else None,
+        "stage2_calls_per_item": sum(r.get("stage2_calls", 0) for r in rows) / len(rows)
+        if method == "reflect"
+        else None,
+        "stage2_not_asked_per_item": sum(r.get("stage2_not_asked", 0) for r in rows) / len(rows)
+        if method == "reflect"
+        else None,
         "errors": sum(bool(r["error"]) for r in rows),
     }
     if method == "reflect":

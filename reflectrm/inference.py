@@ -8,6 +8,14 @@
               better; the verdict = majority of W; if W is empty or tied, add the anchor and vote
               again. Unanimous stage-1 verdicts skip stage 2 (ours: exact, stage 2 cannot change them).
 
+Lazy stage 2 (judge.stage2=lazy, the default; ours, exact): the final verdict is the non-anchor
+verdict B only if more B-judgments beat the anchor than anchor-verdict ones do. So round 1 asks only
+the judgments whose verdict differs from the anchor's. If none of them beats the anchor, every vote
+left in W (or the anchor alone) is the anchor's verdict: the verdict and the score are the full
+stage 2's, and the anchor-verdict judgments are not asked (`not_asked`). Otherwise round 2 asks them,
+and the result is the full stage 2's. Each comparison keeps its own seed and critique order (derived
+per judgment), so its answer does not depend on the round it runs in.
+
 The steps (`begin`, `after_stage1`, `finish`) never call an engine: the drivers do. `Judge.judge`
 runs a whole batch of pairs with ONE engine call per stage; `ajudge` runs one pair over async
 stage callables (the Serve ingress uses it so that stages of different requests overlap).
@@ -24,7 +32,7 @@ from typing import Awaitable, Callable, Literal, Sequence
 from reflectrm.config import JudgeConfig, PromptConfig
 from reflectrm.engines.base import Completion, Engine, Generation, GenerationRequest, SamplingParams
 from reflectrm.parsing import parse_output
-from reflectrm.prompts import reflection_prompt, response_prompt
+from reflectrm.prompts import VERDICT_CHOICES, reflection_prompt, response_prompt, verdict_prefix
 from reflectrm.records import JudgeResult, Judgment, PreferencePair, Reflection, Usage, Verdict
 
 Mode = Literal["greedy", "majority", "reflect"]
@@ -119,11 +127,13 @@ class PlannedReflection:
     index: int  # the judgment compared with the anchor
     candidate_position: Literal[1, 2]  # where that judgment is shown (random)
     request: GenerationRequest
+    verdict_only: bool = False  # judge.stage2_output=verdict: the answer is " 1" or " 2", no analysis
 
 
 @dataclass(frozen=True)
 class Pending:
-    """A pair between the stages: stage-1 judgments, the anchor and the stage-2 calls still to make."""
+    """A pair between the stages: stage-1 judgments, the anchor, the stage-2 calls of the next round
+    (`plan`), those held back for a later round (`deferred`) and the answers read so far."""
 
     pair: PreferencePair
     mode: Mode
@@ -131,6 +141,9 @@ class Pending:
     anchor: int | None
     plan: tuple[PlannedReflection, ...]
     usage: Usage
+    deferred: tuple[PlannedReflection, ...] = ()
+    answered: tuple[Reflection, ...] = ()
+    stage2_usage: Usage = Usage()
 
 
 class Steps:
@@ -161,11 +174,33 @@ class Steps:
         usage = Usage(gen.prompt_tokens, sum(j.completion_tokens for j in judgments))
         anchor = select_anchor(judgments)
         plan: tuple[PlannedReflection, ...] = ()
+        deferred: tuple[PlannedReflection, ...] = ()
         if mode == "reflect" and anchor is not None:
             verdicts = {j.verdict for j in judgments if j.valid}
             if not (self.cfg.skip_unanimous and len(verdicts) == 1):
                 plan = tuple(self._plan(pair, judgments, anchor))
-        return Pending(pair, mode, judgments, anchor, plan, usage)
+                if self.cfg.stage2 == "lazy":  # round 1: the other verdict's judgments only
+                    theirs = judgments[anchor].verdict
+                    deferred = tuple(p for p in plan if judgments[p.index].verdict == theirs)
+                    plan = tuple(p for p in plan if judgments[p.index].verdict != theirs)
+        return Pending(pair, mode, judgments, anchor, plan, usage, deferred)
+
+    def answer(self, pending: Pending, stage2: Sequence[Generation]) -> Pending:
+        """Read one round of stage-2 answers (in plan order) and plan the next round: the deferred
+        judgments, only if an answer of this round beat the anchor (see the module's docstring)."""
+        p = pending
+        if len(stage2) != len(p.plan):
+            raise ValueError(f"stage 2 returned {len(stage2)} generations for {len(p.plan)} planned calls")
+        read = tuple(_read_reflection(planned, gen) for planned, gen in zip(p.plan, stage2))
+        usage = p.stage2_usage + Usage(sum(g.prompt_tokens for g in stage2), sum(r.completion_tokens for r in read))
+        again = any(r.better_than_anchor for r in read)
+        return replace(
+            p,
+            plan=p.deferred if again else (),
+            deferred=() if again else p.deferred,
+            answered=p.answered + read,
+            stage2_usage=usage,
+        )
 
     def _plan(self, pair: PreferencePair, judgments: Sequence[Judgment], anchor: int):
         key = pair_key(pair)
@@ -178,22 +213,32 @@ class Steps:
             )
             candidate = (j.analysis or "", j.verdict)
             pair_of = (candidate, anchor_critique) if position == 1 else (anchor_critique, candidate)
+            messages = reflection_prompt(pair, *pair_of, self.prompt_cfg)
+            seed = derive_seed(self.cfg.seed, key, "stage2", i)
+            if self.cfg.stage2_output == "verdict":  # one prefill: " 1" or " 2" after "<Result>Critique"
+                params = SamplingParams(
+                    n=1, temperature=0.0, max_new_tokens=1, seed=seed, stop=(), choices=VERDICT_CHOICES
+                )
+                yield PlannedReflection(
+                    i, position, GenerationRequest(messages, params, verdict_prefix("critique")), True
+                )
+                continue
             params = SamplingParams(
                 n=1,
                 temperature=self.cfg.stage2_temperature,
                 top_p=self.cfg.top_p,
                 max_new_tokens=self.cfg.stage2_tokens,
-                seed=derive_seed(self.cfg.seed, key, "stage2", i),
+                seed=seed,
             )
-            yield PlannedReflection(
-                i, position, GenerationRequest(reflection_prompt(pair, *pair_of, self.prompt_cfg), params)
-            )
+            yield PlannedReflection(i, position, GenerationRequest(messages, params))
 
     def finish(self, pending: Pending, stage2: Sequence[Generation] = ()) -> JudgeResult:
-        """The final verdict from stage 1 (and stage 2's answers, in plan order)."""
-        p = pending
-        if len(stage2) != len(p.plan):
-            raise ValueError(f"stage 2 returned {len(stage2)} generations for {len(p.plan)} planned calls")
+        """The final verdict, once no stage-2 round is left (`stage2`: the last round's answers, in plan order)."""
+        p = self.answer(pending, stage2) if stage2 or pending.plan else pending
+        if p.plan:
+            raise ValueError(
+                "stage 2 has another round planned: read each round with Steps.answer first, as the drivers do"
+            )
         majority, majority_score = majority_vote(p.judgments)
         result = JudgeResult(
             preferred=majority,
@@ -209,16 +254,33 @@ class Steps:
             return result
         if p.anchor is None:  # no valid judgment: nothing to reflect on, no verdict
             return replace(result, stage2_skipped=True)
-        reflections = tuple(_read_reflection(planned, gen) for planned, gen in zip(p.plan, stage2))
-        usage = p.usage + Usage(sum(g.prompt_tokens for g in stage2), sum(r.completion_tokens for r in reflections))
+        reflections = tuple(sorted(p.answered, key=lambda r: r.index))  # the same trace whatever the rounds
         preferred, score = decide(p.judgments, p.anchor, reflections)
+        not_asked = tuple(planned.index for planned in p.deferred)
         return replace(
-            result, preferred=preferred, score=score, reflections=reflections, stage2_skipped=not p.plan, usage=usage
+            result,
+            preferred=preferred,
+            score=score,
+            reflections=reflections,
+            stage2_skipped=not reflections,
+            usage=p.usage + p.stage2_usage,
+            not_asked=not_asked,
         )
 
 
 def _read_reflection(planned: PlannedReflection, gen: Generation) -> Reflection:
     c = gen.completions[0]
+    if planned.verdict_only:  # the text is the chosen choice (" 1" or " 2"); an unanswered call has none
+        verdict = VERDICT_CHOICES.index(c.text) + 1 if c.text in VERDICT_CHOICES else None
+        return Reflection(
+            index=planned.index,
+            candidate_position=planned.candidate_position,
+            better_than_anchor=verdict == planned.candidate_position,
+            valid=verdict is not None,
+            text=c.text,
+            completion_tokens=len(c.token_ids),
+            error="" if verdict is not None else "no choice (prompt too long)",
+        )
     parsed = parse_output(c.text, "critique")
     return Reflection(
         index=planned.index,
@@ -253,13 +315,12 @@ class Judge:
             return []
         stage1 = self.engine.generate([self.steps.begin(p, mode, n) for p in pairs])
         pending = [self.steps.after_stage1(p, mode, g) for p, g in zip(pairs, stage1)]
-        requests = [planned.request for pd in pending for planned in pd.plan]
-        stage2 = self.engine.generate(requests) if requests else []
-        results, at = [], 0
-        for pd in pending:
-            results.append(self.steps.finish(pd, stage2[at : at + len(pd.plan)]))
-            at += len(pd.plan)
-        return results
+        while any(pd.plan for pd in pending):  # one engine call per stage-2 round, for the whole batch
+            answers = self.engine.generate([planned.request for pd in pending for planned in pd.plan])
+            pending = [
+                self.steps.answer(pd, part) if pd.plan else pd for pd, part in zip(pending, split(answers, pending))
+            ]
+        return [self.steps.finish(pd) for pd in pending]
 
     def judge_one(self, pair: PreferencePair, mode: Mode | None = None, n: int | None = None) -> JudgeResult:
         return self.judge([pair], mode, n)[0]
@@ -274,5 +335,15 @@ async def ajudge(
     """One pair over async stage callables (e.g. two Serve deployments that batch across requests)."""
     gen = (await stage1([steps.begin(pair, mode, n)]))[0]
     pending = steps.after_stage1(pair, mode, gen)
-    answers = await stage2([p.request for p in pending.plan]) if pending.plan else []
-    return steps.finish(pending, answers)
+    while pending.plan:
+        pending = steps.answer(pending, await stage2([p.request for p in pending.plan]))
+    return steps.finish(pending)
+
+
+def split(answers: Sequence[Generation], pending: Sequence[Pending]) -> list[Sequence[Generation]]:
+    """One engine call's answers for a batch, cut back into each pending pair's plan."""
+    parts, at = [], 0
+    for pd in pending:
+        parts.append(answers[at : at + len(pd.plan)])
+        at += len(pd.plan)
+    return parts

@@ -66,6 +66,16 @@ def render_judgment(analysis: str, verdict: int, task: Task = "response") -> str
     return f"<Analysis>\n{analysis.strip()}\n</Analysis>\n<Result>{verdict_sentence(verdict, task)}</Result>"
 
 
+VERDICT_CHOICES = (" 1", " 2")  # what follows verdict_prefix: the number of the better candidate
+
+
+def verdict_prefix(task: Task = "critique") -> str:
+    """The start of a judgment up to where the result sentence names the better candidate:
+    `<Analysis> </Analysis><Result>Critique` (an empty analysis). Verdict-only reflection
+    (judge.stage2_output=verdict) reads the next token: " 1" or " 2" (VERDICT_CHOICES)."""
+    return render_judgment("", 1, task).split(f"{NOUN[task]} 1 is better")[0] + NOUN[task]
+
+
 def render_conversation(context: tuple[Message, ...]) -> str:
     if len(context) == 1 and context[0].role == "user":
         return context[0].content

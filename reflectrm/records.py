@@ -156,6 +156,9 @@ class JudgeResult:
     majority: Verdict = None  # the plain vote of the stage-1 verdicts (free with reflect)
     usage: Usage = Usage()
     pair_id: str = ""
+    not_asked: tuple[
+        int, ...
+    ] = ()  # valid judgments lazy stage 2 never compared with the anchor (they could not change the result)
 
     @property
     def valid_rate(self) -> float:
@@ -172,5 +175,7 @@ class JudgeResult:
             "anchor": self.anchor,
             "reflections": [r.to_dict() for r in self.reflections],
             "stage2_skipped": self.stage2_skipped,
+            "stage2_calls": len(self.reflections),
+            "not_asked": list(self.not_asked),
             "usage": dataclasses.asdict(self.usage),
         }

@@ -72,7 +72,7 @@ METRIC_TITLES = {
 }
 
 
-def plot_methods(results: Sequence[dict[str, Any]], path: Path) -> None:
+def plot_methods(results: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
     """Evaluation results: per metric, grouped bars (datasets on x, one bar per method), with the
     number of pairs each bar rests on in the tick label."""
     plt = _pyplot()
@@ -94,6 +94,8 @@ def plot_methods(results: Sequence[dict[str, Any]], path: Path) -> None:
         ax.set_title(textwrap.fill(title, 32), fontsize=10)
         ax.set_ylim(0, 1.05)
     axes[0].legend(fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -106,8 +108,9 @@ def plot_before_after(compare: Sequence[dict[str, Any]], path: Path, title: str)
     labels = [_label(c["dataset"], c["method"], f"({c['pairs']} pairs)") for c in compare]
     xs = list(range(len(compare)))
     for ax, (m, name) in zip(axes, METRIC_TITLES.items()):
-        ax.bar([x - 0.2 for x in xs], [c[m]["before"] or 0 for c in compare], 0.4, label="before")
-        ax.bar([x + 0.2 for x in xs], [c[m]["after"] or 0 for c in compare], 0.4, label="after")
+        for shift, when in ((-0.2, "before"), (0.2, "after")):
+            bars = ax.bar([x + shift for x in xs], [c[m][when] or 0 for c in compare], 0.4, label=when)
+            ax.bar_label(bars, fmt="%.2f", fontsize=6)  # a 0.00 bar is visible as its label
         ax.set_xticks(xs, labels, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_title(textwrap.fill(name, 32), fontsize=10)

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 from reflectrm.data.loaders import pair_from_row, pair_to_row
 from reflectrm.engines.base import Completion, Engine, Generation, GenerationRequest, PromptTooLongError
-from reflectrm.inference import Mode, Steps
+from reflectrm.inference import Mode, Pending, Steps
 from reflectrm.records import JudgeResult, PreferencePair
 
 Row = dict[str, Any]
@@ -86,33 +86,37 @@ def run_stage1(engine: Engine, steps: Steps, items: Sequence[Row]) -> list[Row]:
 
 
 def run_stage2(engine: Engine, steps: Steps, rows: Sequence[Row]) -> list[Row]:
-    """The select step, then stage 2 for the batch: every planned reflection call in one engine call,
-    then each item's vote. Returns one result row per item (see `result_row`)."""
-    pendings = []
+    """The select step, then stage 2 for the batch: each round's reflection calls (one round for
+    judge.stage2=full, one or two for lazy) in one engine call, then each item's vote. Returns one
+    result row per item (see `result_row`)."""
+    pendings: list[Pending | None] = []
     for row in rows:
         pair = pair_from_row(json.loads(row["pair"]))
         pendings.append(
             steps.after_stage1(pair, row["mode"], generation_from_json(row["stage1"])) if row["stage1"] else None
         )
-    requests = [planned.request for p in pendings if p is not None for planned in p.plan]
-    gens, errors = generate_each(engine, requests) if requests else ([], [])
-    out, at = [], 0
-    for row, pending in zip(rows, pendings):
+    too_long: list[list[str]] = [[] for _ in rows]
+    while any(p is not None and p.plan for p in pendings):
+        gens, errors = generate_each(engine, [planned.request for p in pendings if p is not None for planned in p.plan])
+        at = 0
+        for i, p in enumerate(pendings):
+            if p is None or not p.plan:
+                continue
+            k = len(p.plan)
+            too_long[i] += [str(e) for e in errors[at : at + k] if e is not None]
+            pendings[i] = steps.answer(p, [g if g is not None else UNANSWERED for g in gens[at : at + k]])
+            at += k
+    out = []
+    for row, pending, over in zip(rows, pendings, too_long):
         if pending is None:
             out.append(result_row(row, None, row["error"]))
             continue
-        k = len(pending.plan)
-        answers = [g if g is not None else UNANSWERED for g in gens[at : at + k]]
-        too_long = [str(e) for e in errors[at : at + k] if e is not None]
-        at += k
         error = (
-            f"stage 2: {len(too_long)} reflection prompt(s) over the limit, counted as 'not better' ({too_long[0]})"
-            if too_long
+            f"stage 2: {len(over)} reflection prompt(s) over the limit, counted as 'not better' ({over[0]})"
+            if over
             else ""
         )
-        out.append(
-            result_row(row, steps.finish(pending, answers), error, stage1_prompt_tokens=pending.usage.prompt_tokens)
-        )
+        out.append(result_row(row, steps.finish(pending), error, stage1_prompt_tokens=pending.usage.prompt_tokens))
     return out
 
 
@@ -146,6 +150,7 @@ def result_row(item: Row, result: JudgeResult | None, error: str = "", stage1_pr
             "valid_rate": 0.0,
             "n_judgments": 0,
             "stage2_calls": 0,
+            "stage2_not_asked": 0,
             "prompt_tokens": 0,
             "completion_tokens": 0,
             "stage1_prompt_tokens": 0,
@@ -162,6 +167,7 @@ def result_row(item: Row, result: JudgeResult | None, error: str = "", stage1_pr
         "valid_rate": result.valid_rate,
         "n_judgments": len(result.judgments),
         "stage2_calls": len(result.reflections),
+        "stage2_not_asked": len(result.not_asked),  # lazy stage 2: comparisons that could not change the result
         "prompt_tokens": result.usage.prompt_tokens,
         "completion_tokens": result.usage.completion_tokens,
         "stage1_prompt_tokens": stage1_prompt_tokens,  # what majority@N alone would have cost

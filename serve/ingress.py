@@ -165,6 +165,7 @@ class Ingress:
             n=body.n or j.n,
             max_new_tokens=body.max_new_tokens or j.max_new_tokens,
             seed=j.seed if body.seed is None else body.seed,
+            stage2=body.stage2 or j.stage2,
         )
         self._check_tokens(response_prompt(pair, self.args.prompt), "prompt")
         if body.swap:

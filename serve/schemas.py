@@ -101,6 +101,7 @@ class JudgeRequest(BaseModel):
     max_new_tokens: StrictInt | None = Field(None, ge=1)
     seed: StrictInt | None = None
     swap: StrictBool = False
+    stage2: Literal["lazy", "full"] | None = None  # None: the server's judge.stage2 (lazy: exact, fewer calls)
 
 
 class ChatRequest(BaseModel):

@@ -9,7 +9,7 @@ different things, and its own seed, so a request's samples do not depend on its 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
 from reflectrm.records import Message
 
@@ -24,6 +24,9 @@ class SamplingParams:
     max_new_tokens: int = 256
     seed: int | None = None  # None: not reproducible
     stop: tuple[str, ...] = (STOP_RESULT,)
+    # Non-empty: no decoding. One prefill, then the choice whose first token the model rates highest
+    # is the one completion (its text, that token, its log-prob); n, temperature and stop do not apply.
+    choices: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1:
@@ -34,6 +37,15 @@ class SamplingParams:
 class GenerationRequest:
     messages: tuple[Message, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
+    assistant_prefix: str = ""  # the start of the assistant's turn, already written (after the chat template's prompt)
+
+
+def choice_token_ids(tokenizer: Any, choices: Sequence[str]) -> list[int]:
+    """The first token of each choice; they must differ, or the choice could not be read."""
+    ids = [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in choices]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"choices {list(choices)} share a first token under this tokenizer: they cannot be told apart")
+    return ids
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from reflectrm.config import ModelConfig
-from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError
+from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, choice_token_ids
 from reflectrm.models import load_model, load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
 
@@ -116,13 +116,26 @@ class HFEngine:
 
     # ------------------------------------------------------------------ generation
 
+    def prompt_ids(self, req: GenerationRequest) -> list[int]:
+        """The request's prompt tokens: its chat-templated messages, then its assistant prefix."""
+        ids = self.encode(req.messages)
+        if req.assistant_prefix:
+            ids = ids + self.tokenizer(req.assistant_prefix, add_special_tokens=False)["input_ids"]
+        return ids
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         encoded = []
         for req in requests:
-            ids = self.encode(req.messages)
+            ids = self.prompt_ids(req)
             if len(ids) > self.max_prompt_tokens:
                 raise PromptTooLongError(len(ids), self.max_prompt_tokens)
             encoded.append(ids)
+        choosing = [i for i, r in enumerate(requests) if r.params.choices]
+        if choosing:  # one prefill each, no decoding; the rest decode as usual
+            chosen = dict(zip(choosing, self._pick([requests[i] for i in choosing], [encoded[i] for i in choosing])))
+            rest = [i for i in range(len(requests)) if i not in chosen]
+            decoded = dict(zip(rest, self.generate([requests[i] for i in rest]) if rest else []))
+            return [chosen[i] if i in chosen else decoded[i] for i in range(len(requests))]
         results: list[list[_Row]] = [[] for _ in requests]
         # Prompts that share a long prefix stay together (so the prefix is prefilled once per chunk);
         # long groups first; packed into chunks of at most max_batch_rows sequences.
@@ -146,6 +159,27 @@ class HFEngine:
         for i, req in enumerate(requests):
             comps = tuple(self._completion(r, req) for r in results[i])
             out.append(Generation(len(encoded[i]), comps, tuple(encoded[i])))
+        return out
+
+    @torch.inference_mode()
+    def _pick(self, requests: Sequence[GenerationRequest], encoded: list[list[int]]) -> list[Generation]:
+        """Each request's choice: the one whose first token has the highest log-prob after its prompt."""
+        out = []
+        for start in range(0, len(requests), self.max_batch_rows):
+            reqs, seqs = requests[start : start + self.max_batch_rows], encoded[start : start + self.max_batch_rows]
+            width = max(len(q) for q in seqs)
+            pad = self.tokenizer.pad_token_id
+            ids = torch.tensor([[pad] * (width - len(q)) + q for q in seqs], device=self.device)  # left-padded
+            attn = torch.tensor([[0] * (width - len(q)) + [1] * len(q) for q in seqs], device=self.device)
+            logits = (
+                self.model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1).logits[:, -1].float()
+            )
+            logp = torch.log_softmax(logits, dim=-1)
+            for row, req, seq in zip(logp, reqs, seqs):
+                options = choice_token_ids(self.tokenizer, req.params.choices)
+                k = max(range(len(options)), key=lambda j: float(row[options[j]]))
+                comp = Completion(req.params.choices[k], (options[k],), (float(row[options[k]]),), "stop")
+                out.append(Generation(len(seq), (comp,), tuple(seq)))
         return out
 
     def _completion(self, row: _Row, req: GenerationRequest) -> Completion:

@@ -23,7 +23,7 @@ import os
 from typing import Any, Sequence
 
 from reflectrm.config import ModelConfig, VLLMConfig
-from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError
+from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, choice_token_ids
 from reflectrm.models import load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
 
@@ -118,6 +118,7 @@ class VLLMEngine:
             trust_remote_code=cfg.trust_remote_code,
             tensor_parallel_size=v.tensor_parallel_size,
             logprobs_mode="raw_logprobs",  # the model's log-probs, before temperature (method.md §4)
+            disable_log_stats=False,  # vLLM's own counters (prefix-cache queries and hits): prefix_cache_counters()
         )
         if on_gpu:
             kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
@@ -126,6 +127,15 @@ class VLLMEngine:
         return cls(
             llm, tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, max_model_len=max_model_len, model_name=cfg.name
         )
+
+    def prefix_cache_counters(self) -> tuple[int, int]:
+        """(prompt tokens looked up, prompt tokens found) in vLLM's prefix cache so far; the hit rate of a
+        call is the change of the second over the change of the first (vllm:prefix_cache_queries, _hits)."""
+        values: dict[str, int] = {}
+        for m in self.llm.get_metrics():
+            if m.name in ("vllm:prefix_cache_queries", "vllm:prefix_cache_hits"):
+                values[m.name] = values.get(m.name, 0) + int(getattr(m, "value", 0))
+        return values.get("vllm:prefix_cache_queries", 0), values.get("vllm:prefix_cache_hits", 0)
 
     def close(self) -> None:
         """Stop vLLM's engine core now (it holds the KV cache) instead of at garbage collection."""
@@ -150,10 +160,18 @@ class VLLMEngine:
         prompts, params = [], []
         for req in requests:
             ids = self.encode(req.messages)
+            if req.assistant_prefix:
+                ids = ids + self.tokenizer(req.assistant_prefix, add_special_tokens=False)["input_ids"]
             if len(ids) > self.max_prompt_tokens:
                 raise PromptTooLongError(len(ids), self.max_prompt_tokens)
             p = req.params
             prompts.append(TokensPrompt(prompt_token_ids=ids))
+            if p.choices:  # one prefill, no decoding: the greedy token among the choices' first tokens
+                allowed = choice_token_ids(self.tokenizer, p.choices)
+                params.append(
+                    VSamplingParams(n=1, temperature=0.0, max_tokens=1, allowed_token_ids=allowed, logprobs=0)
+                )
+                continue
             params.append(
                 VSamplingParams(
                     n=p.n,
@@ -168,7 +186,16 @@ class VLLMEngine:
                 )
             )
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        return [self._generation(out) for out in outputs]
+        gens = [self._generation(out) for out in outputs]
+        for i, req in enumerate(requests):
+            if req.params.choices:  # the chosen token's choice as the completion's text
+                allowed = choice_token_ids(self.tokenizer, req.params.choices)
+                c = gens[i].completions[0]
+                text = req.params.choices[allowed.index(c.token_ids[0])]
+                gens[i] = Generation(
+                    gens[i].prompt_tokens, (Completion(text, c.token_ids, c.logprobs, "stop"),), gens[i].prompt_ids
+                )
+        return gens
 
     @staticmethod
     def _generation(out: Any) -> Generation:

@@ -93,6 +93,7 @@ def test_evaluate_contract_end_to_end(ray_local, tmp_path):
             "judge.max_new_tokens=8",
             "stages.stage1.batch_size=4",
             "stages.stage2.batch_size=4",
+            "stages.separate=true",  # the two-pool path (auto picks one pool on this one-node Ray)
             f"output={out}",
         ]
     )

@@ -140,3 +140,29 @@ def test_shared_prefix_prefill_equals_separate_prefill(tiny_engine, temperature)
     encoded = [tiny_engine.encode(r.messages) for r in reqs]
     assert sorted(len(g) for g in prefix_groups(encoded, tiny_engine.min_shared_prefix)) == [1, 5]  # the grouping fires
     assert_same_outputs(tiny_engine, reqs, "share_prefix", False)
+
+
+def test_choices_read_the_next_token_after_the_assistant_prefix(tiny_engine):
+    """Verdict-only reflection's engine call: one prefill, the choice whose first token the model
+    rates highest after the prefix, with that token's log-prob (a forward pass checks it)."""
+    from reflectrm.engines.base import choice_token_ids
+    from reflectrm.prompts import VERDICT_CHOICES, verdict_prefix
+
+    msgs = response_prompt(PAIR)
+    req = GenerationRequest(
+        msgs, SamplingParams(max_new_tokens=1, temperature=0.0, stop=(), choices=VERDICT_CHOICES), verdict_prefix()
+    )
+    (gen,) = tiny_engine.generate([req])
+    (c,) = gen.completions
+    ids = tiny_engine.encode(msgs) + tiny_engine.tokenizer(verdict_prefix(), add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_engine.model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
+    options = choice_token_ids(tiny_engine.tokenizer, VERDICT_CHOICES)
+    best = max(range(2), key=lambda k: float(logp[options[k]]))
+    assert c.text == VERDICT_CHOICES[best] and c.token_ids == (options[best],)
+    assert c.logprobs[0] == pytest.approx(float(logp[options[best]]), abs=1e-4)
+    assert gen.prompt_tokens == len(ids)
+    # mixed with ordinary requests in one call, each keeps its own kind
+    plain = GenerationRequest(msgs, SamplingParams(max_new_tokens=3, temperature=0.0))
+    a, b = tiny_engine.generate([plain, req])
+    assert a.completions[0].text == tiny_engine.generate([plain])[0].completions[0].text and b == gen

@@ -14,7 +14,7 @@ import pytest
 from reflectrm.config import JudgeConfig, ModelConfig
 from reflectrm.engines.base import GenerationRequest, PromptTooLongError, SamplingParams
 from reflectrm.engines.vllm import vllm_available
-from reflectrm.inference import Judge
+from reflectrm.inference import Judge, Steps
 from reflectrm.prompts import response_prompt
 from tests.helpers import PAIR
 
@@ -120,3 +120,29 @@ def test_many_long_seeded_prompts_in_one_call(engines):
     alone = vl.generate([reqs[5]])[0]
     assert [len(g.completions) for g in together] == [4] * 12
     assert [c.token_ids for c in together[5].completions] == [c.token_ids for c in alone.completions]
+
+
+def test_verdict_only_choices_match_hf(engines):
+    """judge.stage2_output=verdict on both engines: the same choice for every reflection call."""
+    hf, vl = engines
+    cfg = JudgeConfig(n=4, max_new_tokens=96, seed=0, stage2="full", stage2_output="verdict")
+    steps = Steps(cfg)
+    stage1 = hf.generate([steps.begin(p, "reflect") for p in pairs()])
+    pending = [steps.after_stage1(p, "reflect", g) for p, g in zip(pairs(), stage1)]
+    requests = [planned.request for pd in pending for planned in pd.plan]
+    assert requests, "tiny-judge's stage 1 should leave some pair with reflection calls"
+    a, b = hf.generate(requests), vl.generate(requests)
+    assert [g.completions[0].text for g in a] == [g.completions[0].text for g in b]
+    assert all(g.completions[0].text in (" 1", " 2") for g in b)
+
+
+def test_prefix_cache_counters_see_a_repeated_prompt(engines):
+    """The stage-2 prompts of a pair extend its stage-1 prompt: vLLM's counters show the cache hit."""
+    _, vl = engines
+    req = GenerationRequest(response_prompt(PAIR), SamplingParams(max_new_tokens=2, temperature=0.0))
+    vl.generate([req])
+    q0, h0 = vl.prefix_cache_counters()
+    vl.generate([req])
+    q1, h1 = vl.prefix_cache_counters()
+    prompt = vl.count_tokens(req.messages)
+    assert q1 - q0 >= prompt - 1 and h1 - h0 >= (prompt // 2)  # most of the prompt came from the cache

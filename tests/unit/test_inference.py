@@ -97,7 +97,7 @@ def test_reflect_winner_group_vote():
     confs = [-0.1, -1.0, -1.0, -1.0, -1.0]  # anchor: judgment 0 (verdict 1)
     better = {1: True, 2: True, 3: False, 4: False}
     engine = scripted(verdicts, confs, better)
-    r = Judge(engine, JudgeConfig(n=5)).judge_one(PAIR, "reflect")
+    r = Judge(engine, JudgeConfig(n=5, stage2="full")).judge_one(PAIR, "reflect")
     assert r.anchor == 0
     assert sorted(x.index for x in r.reflections) == [1, 2, 3, 4]
     assert {x.index: x.better_than_anchor for x in r.reflections} == better
@@ -150,8 +150,13 @@ def test_unanimity_shortcut_skips_stage2_exactly():
     r = Judge(engine, JudgeConfig(n=4)).judge_one(PAIR, "reflect")
     assert r.stage2_skipped and r.preferred == 2 and r.reflections == () and len(engine.calls) == 1
     engine = scripted(verdicts, [-1, -0.5, -1, -1], {0: False, 3: False})
-    r2 = Judge(engine, JudgeConfig(n=4, skip_unanimous=False)).judge_one(PAIR, "reflect")
+    r2 = Judge(engine, JudgeConfig(n=4, skip_unanimous=False, stage2="full")).judge_one(PAIR, "reflect")
     assert not r2.stage2_skipped and len(r2.reflections) == 2 and r2.preferred == r.preferred
+    engine = scripted(verdicts, [-1, -0.5, -1, -1], {0: False, 3: False})
+    r3 = Judge(engine, JudgeConfig(n=4, skip_unanimous=False)).judge_one(
+        PAIR, "reflect"
+    )  # lazy: no other verdict to ask
+    assert r3.reflections == () and r3.not_asked == (0, 3) and (r3.preferred, r3.score) == (r2.preferred, r2.score)
 
 
 def test_critique_order_is_random_but_reproducible():
@@ -159,7 +164,7 @@ def test_critique_order_is_random_but_reproducible():
     positions = {}
     for seed in range(6):
         engine = scripted(verdicts, [0.0] + [-1] * 7, {i: False for i in range(8)})
-        r = Judge(engine, JudgeConfig(n=8, seed=seed)).judge_one(PAIR, "reflect")
+        r = Judge(engine, JudgeConfig(n=8, seed=seed, stage2="full")).judge_one(PAIR, "reflect")
         positions[seed] = tuple(x.candidate_position for x in r.reflections)
         for x, req in zip(r.reflections, engine.calls[1]):  # the recorded position is where it was shown
             assert shown_candidate_position(req, f"analysis-{x.index}\nVerdict") == x.candidate_position
@@ -167,7 +172,7 @@ def test_critique_order_is_random_but_reproducible():
     assert shown == {1, 2}  # both positions occur
     assert len(set(positions.values())) > 1  # and the order depends on the seed
     engine = scripted(verdicts, [0.0] + [-1] * 7, {i: False for i in range(8)})
-    again = Judge(engine, JudgeConfig(n=8, seed=3)).judge_one(PAIR, "reflect")
+    again = Judge(engine, JudgeConfig(n=8, seed=3, stage2="full")).judge_one(PAIR, "reflect")
     assert tuple(x.candidate_position for x in again.reflections) == positions[3]
 
 
@@ -222,3 +227,104 @@ def test_trace_serialises_with_the_documented_fields():
     assert {"analysis", "verdict", "confidence", "valid"} <= set(d["judgments"][0])
     assert {"index", "better_than_anchor"} <= set(d["reflections"][0])
     assert d["usage"]["completion_tokens"] > 0 and d["usage"]["prompt_tokens"] > 0
+
+
+# --------------------------------------------------------------------------- lazy stage 2 (exact)
+
+
+def test_lazy_stops_after_round_one_when_no_other_verdict_beats_the_anchor():
+    verdicts = [1, 2, 2, 1, 1]  # anchor 0 (verdict 1); round 1 asks 1 and 2 (verdict 2)
+    better = {1: False, 2: False, 3: True, 4: True}
+    engine = scripted(verdicts, [-0.1, -1, -1, -1, -1], better)
+    r = Judge(engine, JudgeConfig(n=5)).judge_one(PAIR, "reflect")
+    assert len(engine.calls) == 2 and len(engine.calls[1]) == 2  # stage 1 + one round of 2 calls
+    assert [x.index for x in r.reflections] == [1, 2] and r.not_asked == (3, 4)
+    full = Judge(scripted(verdicts, [-0.1, -1, -1, -1, -1], better), JudgeConfig(n=5, stage2="full")).judge_one(
+        PAIR, "reflect"
+    )
+    assert (r.preferred, r.score, r.anchor) == (full.preferred, full.score, full.anchor) == (1, 1.0, 0)
+    assert r.to_dict()["stage2_calls"] == 2 and full.to_dict()["stage2_calls"] == 4
+
+
+def test_lazy_asks_round_two_when_another_verdict_wins_and_then_equals_full():
+    verdicts = [1, 2, 2, 1, 1]
+    better = {1: True, 2: False, 3: True, 4: True}  # 1 beats the anchor: the anchor-verdict judgments decide
+    engine = scripted(verdicts, [-0.1, -1, -1, -1, -1], better)
+    lazy = Judge(engine, JudgeConfig(n=5)).judge_one(PAIR, "reflect")
+    assert [len(c) for c in engine.calls] == [1, 2, 2]  # stage 1 (one request, n=5), then two rounds of 2
+    full = Judge(scripted(verdicts, [-0.1, -1, -1, -1, -1], better), JudgeConfig(n=5, stage2="full")).judge_one(
+        PAIR, "reflect"
+    )
+    assert lazy.to_dict() == full.to_dict()  # the whole trace: verdict, score, reflections in index order, usage
+    assert lazy.not_asked == ()
+
+
+def test_lazy_equals_full_on_random_patterns():
+    """The property of method.md §4 that makes lazy exact: over many random stage-1 verdict patterns
+    (invalid ones too), confidences and reflection outcomes, lazy gives full's verdict, score and anchor."""
+    import random
+
+    rng = random.Random(0)
+    saved = 0
+    for case in range(400):
+        n = rng.randint(2, 8)
+        verdicts = [rng.choice([1, 2, 2, 1, None]) for _ in range(n)]
+        confs = [-rng.random() for _ in range(n)]
+        better = {k: rng.random() < 0.4 for k in range(n)}
+        invalid = {k for k in range(n) if rng.random() < 0.1}
+        cfg = dict(n=n, seed=case, skip_unanimous=rng.random() < 0.5)
+        full = Judge(scripted(verdicts, confs, better, invalid), JudgeConfig(**cfg, stage2="full")).judge_one(
+            PAIR, "reflect"
+        )
+        lazy = Judge(scripted(verdicts, confs, better, invalid), JudgeConfig(**cfg, stage2="lazy")).judge_one(
+            PAIR, "reflect"
+        )
+        assert (lazy.preferred, lazy.score, lazy.anchor) == (full.preferred, full.score, full.anchor), (
+            case,
+            verdicts,
+            better,
+        )
+        assert {x.index for x in lazy.reflections} | set(lazy.not_asked) == {x.index for x in full.reflections}
+        assert all(x in full.reflections for x in lazy.reflections)  # each comparison: the same answer in either round
+        saved += len(full.reflections) - len(lazy.reflections)
+    assert saved > 0  # and lazy did skip comparisons
+
+
+def test_lazy_async_driver_runs_the_rounds():
+    verdicts = [1, 2, 2, 1, 1]
+    better = {1: True, 2: False, 3: False, 4: True}
+    engine = scripted(verdicts, [-0.1, -1, -1, -1, -1], better)
+    steps = Steps(JudgeConfig(n=5))
+
+    async def stage(requests):
+        return engine.generate(list(requests))
+
+    r = asyncio.run(ajudge(steps, PAIR, "reflect", stage, stage))
+    want = Judge(scripted(verdicts, [-0.1, -1, -1, -1, -1], better), JudgeConfig(n=5, stage2="full")).judge_one(
+        PAIR, "reflect"
+    )
+    assert r.to_dict() == want.to_dict() and len(engine.calls) == 3
+
+
+# --------------------------------------------------------------------------- verdict-only reflection (an option)
+
+
+def test_verdict_only_reflection_is_one_choice_per_comparison():
+    verdicts, confs = [1, 2, 2, 1, 2], [-0.1, -1.0, -1.0, -1.0, -1.0]
+    better = {1: True, 2: True, 3: False, 4: False}
+    analysis = Judge(scripted(verdicts, confs, better), JudgeConfig(n=5, stage2="full")).judge_one(PAIR, "reflect")
+
+    def script(request, k):
+        if not is_stage2(request):
+            return judgment(verdicts[k], f"analysis-{k}", [confs[k]] * 10)
+        assert request.params.choices == (" 1", " 2") and request.params.max_new_tokens == 1  # one prefill, no decode
+        assert request.assistant_prefix.endswith("<Result>Critique")  # the prompt ends where the result sentence starts
+        idx = next(i for i in range(1, 5) if f"analysis-{i}\nVerdict" in request.messages[-1].content)
+        pos = shown_candidate_position(request, f"analysis-{idx}\nVerdict")
+        return completion(f" {pos if better[idx] else 3 - pos}", [-0.2])
+
+    engine = FakeEngine(script)
+    r = Judge(engine, JudgeConfig(n=5, stage2="full", stage2_output="verdict")).judge_one(PAIR, "reflect")
+    assert (r.preferred, r.score) == (analysis.preferred, analysis.score)  # the same decisions -> the same result
+    assert [x.better_than_anchor for x in r.reflections] == [x.better_than_anchor for x in analysis.reflections]
+    assert all(x.valid and x.completion_tokens == 1 for x in r.reflections)

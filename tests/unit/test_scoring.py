@@ -14,7 +14,7 @@ from reflectrm.records import Message, PreferencePair
 from reflectrm.scoring import make_item, run_both, run_stage1, run_stage2
 from tests.helpers import PAIR, critique, is_stage2, judgment
 
-CFG = JudgeConfig(n=4, seed=3)
+CFG = JudgeConfig(n=4, seed=3, stage2="full")  # the call counts below are full stage 2's; lazy: test_inference.py
 # Stage 1: verdicts 1, 2, 2, 1 with judgment 0 the most confident (the anchor). Stage 2: every
 # candidate shown in position 1 wins, in position 2 loses (so the outcome depends on the order).
 VERDICTS = [1, 2, 2, 1]
@@ -59,6 +59,17 @@ def test_separate_stages_equal_one_pool_and_cross_as_plain_columns():
     assert separate == run_both(FakeEngine(script), steps, items())
     scalar = (str, int, float, bool, type(None))
     assert all(isinstance(v, scalar) for row in separate for v in row.values())  # result rows: plain typed columns
+
+
+def test_lazy_stage2_runs_its_rounds_inside_stage2_and_equals_full():
+    lazy = JudgeConfig(n=4, seed=3)
+    engine = FakeEngine(script)
+    rows = run_both(engine, Steps(lazy), items())
+    full = run_both(FakeEngine(script), Steps(CFG), items())
+    for a, b in zip(rows, full):
+        assert (a["preferred"], a["score"]) == (b["preferred"], b["score"])
+        assert a["stage2_calls"] + a["stage2_not_asked"] == b["stage2_calls"]
+    assert sum(r["stage2_calls"] for r in rows) <= sum(r["stage2_calls"] for r in full)
 
 
 def test_greedy_and_majority_make_no_stage2_call():
