@@ -179,6 +179,8 @@ def main() -> None:
         out, verdicts = {}, {}
         for arm, (mode, extra) in ARMS.items():
             name = f"{section}/{arm}"
+            if arm == "majority" and section == "forced":  # the unanimity skip does not touch majority: the same run
+                name = "as_run/majority"
             if name not in partial["arms"]:
                 judge = dataclasses.replace(base, skip_unanimous=skip, **extra)
                 print(f"{name} ...", flush=True)

@@ -100,6 +100,7 @@ def quiet_workers() -> None:
 def _route_driver_logs(log_dir: Path) -> None:
     """Ray Data's own driver log lines (execution plans, 'progress will be logged', ...) to a file."""
     handler = logging.FileHandler(log_dir / "ray-data.log")
+    handler.setLevel(logging.INFO)  # Ray Data's logger runs at DEBUG: every scheduler loop otherwise
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     for name in ("ray.data", "ray.train", "ray.tune"):
         logger = logging.getLogger(name)

@@ -104,7 +104,9 @@ def plot_methods(results: Sequence[dict[str, Any]], path: Path, title: str = "")
 def plot_before_after(compare: Sequence[dict[str, Any]], path: Path, title: str) -> None:
     """One panel per metric; on x each (dataset, method), with a before and an after bar."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(METRIC_TITLES), figsize=(max(13, 1.3 * len(compare) * len(METRIC_TITLES)), 4.6))
+    fig, axes = plt.subplots(
+        1, len(METRIC_TITLES), figsize=(min(20, max(13, 0.8 * len(compare) * len(METRIC_TITLES))), 4.6)
+    )
     labels = [_label(c["dataset"], c["method"], f"({c['pairs']} pairs)") for c in compare]
     xs = list(range(len(compare)))
     for ax, (m, name) in zip(axes, METRIC_TITLES.items()):

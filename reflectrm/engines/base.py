@@ -40,12 +40,16 @@ class GenerationRequest:
     assistant_prefix: str = ""  # the start of the assistant's turn, already written (after the chat template's prompt)
 
 
-def choice_token_ids(tokenizer: Any, choices: Sequence[str]) -> list[int]:
-    """The first token of each choice; they must differ, or the choice could not be read."""
-    ids = [tokenizer(c, add_special_tokens=False)["input_ids"][0] for c in choices]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"choices {list(choices)} share a first token under this tokenizer: they cannot be told apart")
-    return ids
+def choice_split(tokenizer: Any, choices: Sequence[str]) -> tuple[list[int], list[int]]:
+    """(the tokens all choices start with, each choice's first token after them). A tokenizer may split
+    " 1" into " " + "1": the shared " " then ends the prompt and the choice is read at the next token."""
+    tokens = [tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+    common: list[int] = []
+    while all(len(t) > len(common) for t in tokens) and len({t[len(common)] for t in tokens}) == 1:
+        common.append(tokens[0][len(common)])
+    if not all(len(t) > len(common) for t in tokens):
+        raise ValueError(f"choices {list(choices)} cannot be told apart by one token under this tokenizer")
+    return common, [t[len(common)] for t in tokens]
 
 
 @dataclass(frozen=True)

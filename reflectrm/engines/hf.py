@@ -26,7 +26,7 @@ from typing import Any, Sequence
 import torch
 
 from reflectrm.config import ModelConfig
-from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, choice_token_ids
+from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, choice_split
 from reflectrm.models import load_model, load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
 
@@ -166,7 +166,9 @@ class HFEngine:
         """Each request's choice: the one whose first token has the highest log-prob after its prompt."""
         out = []
         for start in range(0, len(requests), self.max_batch_rows):
-            reqs, seqs = requests[start : start + self.max_batch_rows], encoded[start : start + self.max_batch_rows]
+            reqs = requests[start : start + self.max_batch_rows]
+            splits = [choice_split(self.tokenizer, r.params.choices) for r in reqs]
+            seqs = [q + common for q, (common, _) in zip(encoded[start : start + self.max_batch_rows], splits)]
             width = max(len(q) for q in seqs)
             pad = self.tokenizer.pad_token_id
             ids = torch.tensor([[pad] * (width - len(q)) + q for q in seqs], device=self.device)  # left-padded
@@ -175,8 +177,7 @@ class HFEngine:
                 self.model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=1).logits[:, -1].float()
             )
             logp = torch.log_softmax(logits, dim=-1)
-            for row, req, seq in zip(logp, reqs, seqs):
-                options = choice_token_ids(self.tokenizer, req.params.choices)
+            for row, req, seq, (_, options) in zip(logp, reqs, seqs, splits):
                 k = max(range(len(options)), key=lambda j: float(row[options[j]]))
                 comp = Completion(req.params.choices[k], (options[k],), (float(row[options[k]]),), "stop")
                 out.append(Generation(len(seq), (comp,), tuple(seq)))

@@ -23,7 +23,7 @@ import os
 from typing import Any, Sequence
 
 from reflectrm.config import ModelConfig, VLLMConfig
-from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, choice_token_ids
+from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, choice_split
 from reflectrm.models import load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
 
@@ -165,13 +165,14 @@ class VLLMEngine:
             if len(ids) > self.max_prompt_tokens:
                 raise PromptTooLongError(len(ids), self.max_prompt_tokens)
             p = req.params
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
-            if p.choices:  # one prefill, no decoding: the greedy token among the choices' first tokens
-                allowed = choice_token_ids(self.tokenizer, p.choices)
+            if p.choices:  # one prefill, no decoding: the greedy token among the choices' first distinct tokens
+                common, allowed = choice_split(self.tokenizer, p.choices)
+                prompts.append(TokensPrompt(prompt_token_ids=ids + common))
                 params.append(
                     VSamplingParams(n=1, temperature=0.0, max_tokens=1, allowed_token_ids=allowed, logprobs=0)
                 )
                 continue
+            prompts.append(TokensPrompt(prompt_token_ids=ids))
             params.append(
                 VSamplingParams(
                     n=p.n,
@@ -189,7 +190,7 @@ class VLLMEngine:
         gens = [self._generation(out) for out in outputs]
         for i, req in enumerate(requests):
             if req.params.choices:  # the chosen token's choice as the completion's text
-                allowed = choice_token_ids(self.tokenizer, req.params.choices)
+                _, allowed = choice_split(self.tokenizer, req.params.choices)
                 c = gens[i].completions[0]
                 text = req.params.choices[allowed.index(c.token_ids[0])]
                 gens[i] = Generation(

@@ -145,7 +145,7 @@ def test_shared_prefix_prefill_equals_separate_prefill(tiny_engine, temperature)
 def test_choices_read_the_next_token_after_the_assistant_prefix(tiny_engine):
     """Verdict-only reflection's engine call: one prefill, the choice whose first token the model
     rates highest after the prefix, with that token's log-prob (a forward pass checks it)."""
-    from reflectrm.engines.base import choice_token_ids
+    from reflectrm.engines.base import choice_split
     from reflectrm.prompts import VERDICT_CHOICES, verdict_prefix
 
     msgs = response_prompt(PAIR)
@@ -154,10 +154,14 @@ def test_choices_read_the_next_token_after_the_assistant_prefix(tiny_engine):
     )
     (gen,) = tiny_engine.generate([req])
     (c,) = gen.completions
-    ids = tiny_engine.encode(msgs) + tiny_engine.tokenizer(verdict_prefix(), add_special_tokens=False)["input_ids"]
+    common, options = choice_split(tiny_engine.tokenizer, VERDICT_CHOICES)
+    ids = (
+        tiny_engine.encode(msgs)
+        + tiny_engine.tokenizer(verdict_prefix(), add_special_tokens=False)["input_ids"]
+        + common
+    )
     with torch.no_grad():
         logp = torch.log_softmax(tiny_engine.model(input_ids=torch.tensor([ids])).logits[0, -1].float(), -1)
-    options = choice_token_ids(tiny_engine.tokenizer, VERDICT_CHOICES)
     best = max(range(2), key=lambda k: float(logp[options[k]]))
     assert c.text == VERDICT_CHOICES[best] and c.token_ids == (options[best],)
     assert c.logprobs[0] == pytest.approx(float(logp[options[best]]), abs=1e-4)

@@ -328,3 +328,15 @@ def test_verdict_only_reflection_is_one_choice_per_comparison():
     assert (r.preferred, r.score) == (analysis.preferred, analysis.score)  # the same decisions -> the same result
     assert [x.better_than_anchor for x in r.reflections] == [x.better_than_anchor for x in analysis.reflections]
     assert all(x.valid and x.completion_tokens == 1 for x in r.reflections)
+
+
+def test_choice_split_handles_a_tokenizer_that_splits_off_the_space():
+    from reflectrm.engines.base import choice_split
+
+    class Chars:  # " 1" -> [" ", "1"], as SmolLM2's tokenizer does
+        def __call__(self, text, add_special_tokens=False):
+            return {"input_ids": [ord(c) for c in text]}
+
+    assert choice_split(Chars(), (" 1", " 2")) == ([ord(" ")], [ord("1"), ord("2")])
+    with pytest.raises(ValueError, match="cannot be told apart"):
+        choice_split(Chars(), (" 1", " 1"))
