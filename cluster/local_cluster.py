@@ -28,10 +28,20 @@ from pathlib import Path
 STATE = Path(os.environ.get("REFLECTRM_CLUSTER_STATE", Path.home() / ".cache" / "reflectrm" / "local_cluster.json"))
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port never handed out before by this process: the OS may return a just-closed port again,
+    and two Ray components given the same port make `ray start` fail (seen once in CI: gcs_server and
+    dashboard_agent_http both got 60653)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 def _env() -> dict[str, str]:
