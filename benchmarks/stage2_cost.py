@@ -64,30 +64,6 @@ class Metered:
         return out
 
 
-def warm_start(model: str, steps: int, out: Path) -> str:
-    """SmolLM2 after `steps` SFT steps (4 pairs each) on checkable targets, in this process (no Ray)."""
-    final = out / "final"
-    if (final / "config.json").is_file():
-        return str(final)
-    from reflectrm.config import ModelConfig
-    from reflectrm.training.data import TrainDataConfig, load_rows
-    from reflectrm.training.strategies import OptimConfig
-    from reflectrm.training.trainer import LocalSession, LoopConfig, TrainerConfig, train_worker
-
-    rows, _, _ = load_rows("sft", TrainDataConfig(format="synthetic", path=str(steps * 4), held_out=0), seed=0)
-    cfg = LoopConfig(
-        recipe="sft",
-        model=ModelConfig(name=model),
-        optim=OptimConfig(lr=2e-5),
-        max_steps=steps,
-        trainer=TrainerConfig(strategy="none", prompts_per_worker=4, micro_batch=4),
-        checkpoint_every=0,
-        eval_every=0,
-    )
-    train_worker(cfg, LocalSession(rows, 4, out), steps, [])
-    return str(final)
-
-
 def run_arm(engine: Any, pairs: list, mode: str, judge: Any, batch: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from reflectrm.inference import Judge
 
@@ -154,8 +130,10 @@ def main() -> None:
     from reflectrm.config import JudgeConfig, ModelConfig, VLLMConfig
     from reflectrm.data.loaders import load_pairs
     from reflectrm.engines.vllm import VLLMEngine
+    from reflectrm.training.warm_start import warm_start
 
-    model = args.model or warm_start(args.base, args.warmstart_steps, Path("runs/bench_stage2_cost/warmstart"))
+    warm = Path("runs/bench_stage2_cost/warmstart")  # judge targets only, as the recorded run's warm start
+    model = args.model or str(warm_start(args.base, args.warmstart_steps, warm, critique=False))
     pairs, _ = load_pairs("llmbar", SHARED / "llmbar" / "natural.json", limit=args.pairs)
     settings = {
         "model": model,

@@ -43,7 +43,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
         table(
             ["", "count"],
             [
-                ["pairs judged", s["items"]],
+                ["pairs read", s["items"]],
+                ["too long, skipped", s["too_long"]],
                 ["judgments", s["judgments"]],
                 ["invalid judgments", s["invalid_judgments"]],
                 ["easy (all correct), dropped", s["easy_dropped"]],
@@ -55,11 +56,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
             ],
         )
     )
+    if s["note"]:
+        print(f"note: {s['note']}")
     if s["reflection"] == 0 and parse_ratio(cfg.mix.ratio)[1] > 0:
         print(
-            "note: no reflection items: no pair got both a right and a wrong valid judgment "
+            "note: no pair got both a right and a wrong valid judgment "
             "(an untrained model that never follows the format gives none; warm-start it with SFT, or sample more)"
         )
+    if s["too_long"]:
+        print(f"note: {s['too_long']} pairs skipped: their prompt is over model.max_prompt_tokens (raise it?)")
     print(f"wrote {out}/pref.parquet, refl.parquet, mix.parquet, stats.json")
     return s
 

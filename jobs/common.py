@@ -23,9 +23,18 @@ def parse_job_config(cls: type[T], argv: Sequence[str] | None, description: str)
     parser.add_argument(
         "--verbose", action="store_true", help="show Ray Data's, Ray Train's and vLLM's own logs (ray.verbose=true)"
     )
+    resumable = "fresh" in {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    if resumable:
+        parser.add_argument(
+            "--fresh",
+            action="store_true",
+            help="start afresh: drop finished work made with other settings (fresh=true)",
+        )
     parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. judge.n=4 model.name=tiny-random")
     args = parser.parse_args(argv)
     overrides = [*args.overrides, *(["ray.verbose=true"] if args.verbose else [])]
+    if resumable and args.fresh:
+        overrides.append("fresh=true")
     try:
         return load_config(cls, args.config, overrides)
     except ConfigError as err:

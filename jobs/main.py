@@ -38,7 +38,7 @@ from reflectrm.experiment import before_after, heldout_files, write_report
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    cfg = parse_job_config(MainConfig, argv, __doc__)
+    cfg = parse_job_config(MainConfig, argv, __doc__).budgets()  # the one judge budget, in every stage
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the embedded local Ray is single-user
     out = run_folder(cfg, cfg.output).resolve()
     draws = {
@@ -90,15 +90,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
             f"{s['preference']} preference + {s['reflection']} reflection items from {s['items']} pairs ({s['invalid_judgments']} of {s['judgments']} judgments invalid)"
         ),
     )
-    if not stats["mix"]:  # no item was both right and wrong: no reflection pairs, so the 4:1 mix is empty
-        if not stats["preference_available"]:
-            raise SystemExit(
-                f"build_data kept no items (all {stats['items']} were easy: every judgment right); raise build.pairs"
-            )
-        grpo = dataclasses.replace(
-            grpo, data=dataclasses.replace(grpo.data, path=str(out / "build_data" / "pref.parquet"))
+    if not stats["mix"]:
+        raise SystemExit(
+            f"build_data kept no items (of {stats['items']} pairs, {stats['easy_dropped']} were easy: every judgment "
+            f"right; {stats['too_long']} too long): raise build.pairs"
         )
-        print(f"  note: no reflection items; GRPO runs on the {stats['preference_available']} preference items")
+    if stats["note"]:
+        print(f"  note: {stats['note']}")
     trained = stage(
         "grpo", train, dataclasses.replace(grpo, model=dataclasses.replace(grpo.model, name=model)), _train_line
     )
@@ -125,7 +123,7 @@ def _eval_line(s: dict) -> str:
 def _train_line(s: dict) -> str:
     last = s["last"]
     return f"{s['steps']} steps; last step: " + " ".join(
-        f"{k} {last[k]:.3f}" for k in ("loss", "reward_mean", "valid_rate") if k in last
+        f"{k} {last[k]:.3f}" for k in ("loss", "reward_mean", "valid_rate", "signal_group_rate") if k in last
     )
 
 

@@ -12,7 +12,7 @@ from jobs.ray_building import BuildDataConfig
 from jobs.ray_scoring import EvaluateConfig, StagesConfig
 from jobs.ray_setup import PoolConfig, RayConfig
 from jobs.ray_training import TrainConfig
-from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, load_config, narrow
+from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig, load_config, narrow
 from reflectrm.training.data import TrainDataConfig
 from reflectrm.training.step import GRPOConfig
 
@@ -61,6 +61,39 @@ class MainConfig:
     ray: RayConfig = RayConfig()
     checkpoint_every: int = 4  # training steps between checkpoints (each writes the model and optimizer state)
     output: str = "runs/main"
+    fresh: bool = False  # true: evaluation and build_data drop results made with other settings
+    # ONE judge budget (tokens per judgment) for build_data, GRPO and both evaluations; it overrides theirs
+    max_new_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens is not None:
+            _positive_tokens(self.max_new_tokens)
+            return
+        build, grpo, judge = self.build.max_new_tokens, self.grpo.max_new_tokens, self.judge.max_new_tokens
+        if build != grpo or judge < grpo:
+            raise ConfigError(
+                f"judge budgets differ: build.max_new_tokens={build}, grpo.max_new_tokens={grpo}, "
+                f"judge.max_new_tokens={judge} (evaluation): the model must be built, trained and evaluated on one "
+                "budget, never evaluated below its training one; set max_new_tokens=N once for all three"
+            )
+
+    def budgets(self) -> MainConfig:
+        """This config with the one budget put into the evaluations', build_data's and GRPO's settings."""
+        if self.max_new_tokens is None:
+            return self
+        n = self.max_new_tokens
+        return dataclasses.replace(
+            self,
+            judge=dataclasses.replace(self.judge, max_new_tokens=n),
+            build=dataclasses.replace(self.build, max_new_tokens=n),
+            grpo=dataclasses.replace(self.grpo, max_new_tokens=n),
+            max_new_tokens=None,
+        )
+
+
+def _positive_tokens(n: int) -> None:
+    if n < 1:
+        raise ConfigError(f"max_new_tokens={n}: must be >= 1")
 
 
 def sub_configs(
@@ -75,6 +108,7 @@ def sub_configs(
         prompt=cfg.prompt,
         judge=cfg.judge,
         ray=cfg.ray,
+        fresh=cfg.fresh,
         stages=StagesConfig(separate=False, stage1=PoolConfig(cpus=1, batch_size=cfg.eval.batch_size)),
     )
     sft, grpo = load_config(TrainConfig, CONFIGS / "sft.yaml"), load_config(TrainConfig, CONFIGS / "grpo.yaml")
@@ -117,6 +151,7 @@ def sub_configs(
         judge=dataclasses.replace(narrow(cfg.build, JudgeConfig), seed=BUILD_SEED),
         ray=cfg.ray,
         pool=dataclasses.replace(bd.pool, threads=cpus),
+        fresh=cfg.fresh,
         output=str(out / "build_data"),
     )
     return ev, sft, bd, grpo

@@ -16,9 +16,10 @@ from typing import Any
 
 from jobs.common import DataConfig
 from jobs.ray_setup import PoolConfig, RayConfig, init_ray, rows_of, set_threads, table_of
-from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig
+from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, result_settings
 from reflectrm.data.loaders import pair_from_row, pair_to_row, write_rows
 from reflectrm.data.reflection import PartStore, build_sets, load_source, parse_ratio, sample_and_grade
+from reflectrm.engines import resolve_engine
 from reflectrm.prompts import TEMPLATE_VERSION
 
 
@@ -40,6 +41,7 @@ class BuildDataConfig:
     ray: RayConfig = RayConfig()
     pool: PoolConfig = PoolConfig()
     output: str = "runs/build_data"
+    fresh: bool = False  # true: drop judgments made with other settings (else a resume under them stops, exit 2)
 
 
 class Sampler:
@@ -60,7 +62,14 @@ class Sampler:
 def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
     """Sample what is not yet sampled, then (re)build the sets from every graded row. Returns stats.json's content."""
     pairs, load_stats = load_source(cfg.data.format, cfg.data.path, cfg.data.limit, cfg.data.on_bad_row, cfg.judge.seed)
-    store = PartStore(out / "judgments")
+    settings = result_settings(
+        dataclasses.replace(cfg.model, engine=resolve_engine(cfg.model.engine)),
+        cfg.judge,
+        cfg.prompt,
+        template=TEMPLATE_VERSION,
+        data=cfg.data.format if cfg.data.format == "synthetic" else f"{cfg.data.format}:{cfg.data.path}",
+    )  # synthetic: more pairs extend the same ones (their ids and contents do not depend on the count)
+    store = PartStore(out / "judgments", settings, cfg.fresh)
     done = store.done_ids()
     todo = [p for p in pairs if p.id not in done]
     print(

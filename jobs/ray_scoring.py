@@ -17,16 +17,20 @@ from typing import Any, Literal
 
 from jobs.common import DataConfig
 from jobs.ray_setup import PoolConfig, RayConfig, init_ray, rows_of, set_threads, table_of
-from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, to_dict
+from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, result_settings, to_dict
+from reflectrm.data.loaders import write_rows
 from reflectrm.data.reflection import PartStore, load_source
 from reflectrm.evaluation import (
     METHODS,
+    check_budget,
+    check_evaluation,
     check_unique,
     evaluate as evaluate_results,
     evaluation_items,
     load_dataset,
     run_modes,
 )
+from reflectrm.engines import resolve_engine
 from reflectrm.inference import Steps
 from reflectrm.prompts import TEMPLATE_VERSION
 from reflectrm.scoring import make_item, run_both, run_stage1, run_stage2, summarize_scores
@@ -50,6 +54,7 @@ class ScoreConfig:
     stages: StagesConfig = StagesConfig()
     ray: RayConfig = RayConfig()
     output: str = "runs/score"
+    fresh: bool = False  # true: drop results made with other settings (else a resume under them stops, exit 2)
     output_format: Literal["parquet", "jsonl"] = "parquet"
 
 
@@ -68,15 +73,10 @@ class EvaluateConfig:
     stages: StagesConfig = StagesConfig()
     ray: RayConfig = RayConfig()
     output: str = "runs/evaluate"
+    fresh: bool = False  # true: drop results made with other settings (else a resume under them stops, exit 2)
 
     def __post_init__(self) -> None:
-        bad = [m for m in self.methods if m not in METHODS]
-        if bad or not self.methods:
-            raise ValueError(f"methods={list(self.methods)}: choose from {list(METHODS)}")
-        if not self.datasets:
-            raise ValueError("datasets is empty: give e.g. datasets=[llmbar:../shared/data/llmbar/natural.json]")
-        if self.limit is not None and self.limit < 1:
-            raise ValueError(f"limit must be >= 1, got {self.limit}")
+        check_evaluation(self.methods, self.datasets, self.limit)
 
 
 # --------------------------------------------------------------------------- Ray Data actors (thin)
@@ -99,14 +99,19 @@ class StageActor:
 
 
 def run_pipeline(
-    items: list[dict[str, str]], cfg: ScoreConfig | EvaluateConfig, store: PartStore, desc: str = "scored"
-) -> int:
-    """Judge the items not yet in `store` with cfg's model, judge, prompt and stages, writing result rows
-    to `store` as they stream in. Returns how many ran."""
+    items: list[dict[str, str]], cfg: ScoreConfig | EvaluateConfig, out: Path, desc: str = "scored"
+) -> tuple[int, PartStore]:
+    """Judge the items not yet in OUT/parts with cfg's model, judge, prompt and stages, writing result rows
+    there as they stream in. Returns (how many ran, the store). The folder records what makes a row
+    (result_settings): a resume under other settings stops, unless cfg.fresh."""
+    model = dataclasses.replace(cfg.model, engine=resolve_engine(cfg.model.engine))
+    settings = result_settings(model, cfg.judge, cfg.prompt, template=TEMPLATE_VERSION)
+    store = PartStore(out / "parts", settings, cfg.fresh)
     done = store.done_ids()
     todo = [it for it in items if it["key"] not in done]
     if not todo:
-        return 0
+        return 0, store
+    init_ray(cfg.ray, out)
     import ray
     from tqdm import tqdm
 
@@ -122,7 +127,7 @@ def run_pipeline(
             rows = batch.to_pylist()
             store.write(rows)  # persisted before the next batch: a crash loses at most the batches in flight
             bar.update(len(rows))
-    return len(todo)
+    return len(todo), store
 
 
 # --------------------------------------------------------------------------- the two jobs on it
@@ -130,15 +135,11 @@ def run_pipeline(
 
 def score(cfg: ScoreConfig, out: Path) -> dict[str, Any]:
     """Score every pair of `cfg.data`; writes OUT/scores.(parquet|jsonl) and returns the summary."""
-    from reflectrm.data.loaders import write_rows
-
     pairs, load_stats = load_source(cfg.data.format, cfg.data.path, cfg.data.limit, cfg.data.on_bad_row, cfg.judge.seed)
     check_unique([p.id for p in pairs], load_stats["source"])
     items = [make_item(p.id, p, cfg.judge.mode) for p in pairs]
     t0 = time.perf_counter()
-    init_ray(cfg.ray, out)
-    store = PartStore(out / "parts")
-    ran = run_pipeline(items, cfg, store)
+    ran, store = run_pipeline(items, cfg, out)
     seconds = time.perf_counter() - t0
     by_id = {r["id"]: r for r in store.read_all()}
     rows = [by_id[it["key"]] for it in items]  # input order, each id once
@@ -166,14 +167,13 @@ def evaluate(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
     from reflectrm.evaluation import markdown
     from reflectrm.report import plot_methods
 
+    check_budget(cfg.model.name, cfg.judge.max_new_tokens)
     datasets = [load_dataset(s, cfg.limit, cfg.on_bad_row, cfg.judge.seed, cfg.held_out) for s in cfg.datasets]
     check_unique([d.name for d in datasets], "datasets=[...]")
     modes = run_modes(cfg.methods)
     items = evaluation_items(datasets, modes, ["given", "swapped"] if cfg.swap else ["given"])
     t0 = time.perf_counter()
-    init_ray(cfg.ray, out)
-    store = PartStore(out / "parts")
-    ran = run_pipeline(items, cfg, store, desc="judged")
+    ran, store = run_pipeline(items, cfg, out, desc="judged")
     seconds = time.perf_counter() - t0
     results = evaluate_results(
         datasets, items, {r["id"]: r for r in store.read_all()}, cfg.methods, cfg.swap, cfg.sections

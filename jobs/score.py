@@ -49,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 ["scored this run / resumed", f"{s['scored_this_run']} / {s['resumed']}"],
                 ["preferred 1 / 2 / no verdict", f"{s['preferred_1']} / {s['preferred_2']} / {s['no_verdict']}"],
                 ["valid judgments", s["valid_judgment_rate"]],
-                ["stage 2 skipped", s["stage2_skip_rate"]],
+                ["stage 2 ran / unanimous / no valid judgment", _rates(s)],
                 ["accuracy (labelled pairs)", s["accuracy"]],
                 ["errors (e.g. prompt too long)", s["errors"]],
                 ["generated tokens", s["completion_tokens"]],
@@ -59,6 +59,11 @@ def main(argv: Sequence[str] | None = None) -> dict:
     )
     print(f"wrote {s['output']} ({s['pairs']} rows) and {out / 'summary.json'}")
     return s
+
+
+def _rates(s: dict) -> str:
+    rates = [s[f"stage2_{o}_rate"] for o in ("ran", "unanimous", "no_valid")]
+    return " / ".join("-" if r is None else f"{r:.2f}" for r in rates)
 
 
 if __name__ == "__main__":

@@ -53,6 +53,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table(["metric", "first", "last", "steps"], s["table"]))
     share = f"; generation {100 * s['generation_share']:.0f}% of step time" if s["generation_share"] else ""
     print(f"{s['steps']} steps in {s['wall_seconds']:.0f} s{share}")
+    if s["too_long"]:
+        print(f"skipped {s['too_long']} prompts over model.max_prompt_tokens (raise it, or drop long items)")
     print(f"export: {s['export']}  (reflectrm judge model={s['export']} ...)")
     print(f"metrics: {out / 'metrics.jsonl'}, curves: {out / 'curves.png'}")
     return s

@@ -84,6 +84,7 @@ class ModelConfig:
     trust_remote_code: bool = False  # off unless the user turns it on (security default)
     max_batch_rows: int = 64  # sequences decoded together by the HF engine (prompts x samples)
     max_prompt_tokens: int = 4096  # longer prompts are refused with the counts (method.md §3)
+    enable_thinking: bool | None = None  # Qwen3's chat-template switch (false: no thinking); None: the template's own
 
     def __post_init__(self) -> None:
         _positive(self, "max_batch_rows", "max_prompt_tokens")
@@ -114,6 +115,10 @@ class JudgeConfig:
     # paper's: the model was trained to write an analysis first): no analysis, one prefill, the verdict read from
     # the log-probs of "1" against "2"
     stage2_output: Literal["analysis", "verdict"] = "analysis"
+    # The paper's ablations (method.md §5), not the method: a random valid judgment as the anchor; a random
+    # winner group (each other valid judgment joins W on a coin flip, no reflection calls)
+    anchor: Literal["confidence", "random"] = "confidence"
+    winners: Literal["reflect", "random"] = "reflect"
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -313,3 +318,16 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def narrow(obj: Any, cls: type[T]) -> T:
     """The `cls` part of a dataclass that extends `cls` (a job section that adds fields to a library config)."""
     return cls(**{f.name: getattr(obj, f.name) for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
+
+
+def result_settings(model: ModelConfig, judge: JudgeConfig, prompt: PromptConfig, **extra: Any) -> dict[str, Any]:
+    """Everything that changes a judged row: the model (which one, its engine, dtype and prompt limit),
+    every judge setting, the prompt settings and `extra` (the template version, the data source). A
+    resumable job records it beside its parts, and a resume under other settings is refused."""
+    kept = ("name", "engine", "dtype", "max_prompt_tokens", "enable_thinking")
+    return {
+        "model": {k: getattr(model, k) for k in kept},
+        "judge": to_dict(judge),
+        "prompt": to_dict(prompt),
+        **extra,
+    }

@@ -20,12 +20,16 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from reflectrm.data.loaders import load_pairs, parse_dataset_spec
-from reflectrm.metrics import accuracy, consistency, flip_rate, invalid_rate, section_weighted
+from reflectrm.metrics import accuracy, bootstrap_ci, consistency, flip_rate, invalid_rate, section_weighted
 from reflectrm.records import PreferencePair
 from reflectrm.report import table
-from reflectrm.scoring import make_item
+from reflectrm.inference import ABLATIONS
+from reflectrm.scoring import make_item, stage2_rates
 
-METHODS = ("greedy", "majority", "reflect")
+METHODS = ("greedy", "majority", "reflect")  # what an evaluation runs by default
+# ...and the paper's ablations of reflect (method.md §5), on request: methods=[...,random_anchor,random_winners]
+ABLATION_METHODS = tuple(ABLATIONS)
+ALL_METHODS = METHODS + ABLATION_METHODS
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +53,7 @@ def load_dataset(spec: str, limit: int | None, on_bad_row: str, seed: int, held_
             f"dataset {spec!r} has pairs without a gold label: evaluation needs labelled data (use jobs.score)"
         )
     name = name or (fmt if len(files) > 1 else f"{fmt}/{Path(files[0]).stem}")
-    return Dataset(name, fmt, pairs, fmt in held_out)
+    return Dataset(name, fmt, pairs, fmt in held_out or name in held_out)  # a held-out format, or a dataset named so
 
 
 def _round_robin(groups: list[list[PreferencePair]]) -> list[list[PreferencePair]]:
@@ -60,7 +64,7 @@ def _round_robin(groups: list[list[PreferencePair]]) -> list[list[PreferencePair
 
 def run_modes(methods: Sequence[str]) -> list[str]:
     """The engine runs: greedy; reflect (majority comes free from its stage 1); majority alone only without reflect."""
-    modes = [m for m in ("greedy", "reflect") if m in methods]
+    modes = [m for m in ("greedy", "reflect", *ABLATION_METHODS) if m in methods]
     return modes + (["majority"] if "majority" in methods and "reflect" not in methods else [])
 
 
@@ -79,7 +83,8 @@ def metrics_for(rows: list[dict[str, Any]], method: str, column: str, swap: bool
     labels = [given[i]["label"] for i in ids]
     preds = [given[i][column] for i in ids]
     preds_sw = [swapped[i][column] for i in ids] if swap else []
-    stage1_only = method != "reflect"
+    two_stage = method in ("reflect", *ABLATION_METHODS)
+    stage1_only = not two_stage
     tokens = [r["stage1_completion_tokens"] if stage1_only else r["completion_tokens"] for r in rows]
     prompt_tokens = [r["stage1_prompt_tokens"] if stage1_only else r["prompt_tokens"] for r in rows]
     out: dict[str, Any] = {
@@ -87,21 +92,22 @@ def metrics_for(rows: list[dict[str, Any]], method: str, column: str, swap: bool
         "accuracy": accuracy(preds, labels),
         "accuracy_swapped": accuracy(preds_sw, [3 - y for y in labels]) if swap else None,
         "consistency": consistency(preds, preds_sw, labels) if swap else None,
+        # 95% bootstrap intervals over pairs (small samples carry them)
+        "accuracy_ci": bootstrap_ci([float(p == y) for p, y in zip(preds, labels)]),
+        "consistency_ci": bootstrap_ci([float(p == y and q == 3 - y) for p, q, y in zip(preds, preds_sw, labels)])
+        if swap
+        else None,
         "flip_rate": flip_rate(preds, preds_sw) if swap else None,
         "invalid_rate": invalid_rate(preds, preds_sw),
         "valid_judgment_rate": sum(r["valid_rate"] for r in rows) / len(rows),
         "tokens_per_item": sum(tokens) / len(rows),
         "prompt_tokens_per_item": sum(prompt_tokens) / len(rows),
-        "stage2_skip_rate": sum(bool(r["stage2_skipped"]) for r in rows) / len(rows) if method == "reflect" else None,
-        "stage2_calls_per_item": sum(r.get("stage2_calls", 0) for r in rows) / len(rows)
-        if method == "reflect"
-        else None,
-        "stage2_not_asked_per_item": sum(r.get("stage2_not_asked", 0) for r in rows) / len(rows)
-        if method == "reflect"
-        else None,
+        **(stage2_rates(rows) if two_stage else dict.fromkeys(stage2_rates([]))),
+        "stage2_calls_per_item": sum(r.get("stage2_calls", 0) for r in rows) / len(rows) if two_stage else None,
+        "stage2_not_asked_per_item": sum(r.get("stage2_not_asked", 0) for r in rows) / len(rows) if two_stage else None,
         "errors": sum(bool(r["error"]) for r in rows),
     }
-    if method == "reflect":
+    if two_stage:
         s1 = sum(r["stage1_completion_tokens"] for r in rows)
         s1p = sum(r["stage1_prompt_tokens"] for r in rows)
         out["cost_vs_majority"] = {
@@ -160,16 +166,22 @@ HEADERS = [
     "dataset",
     "method",
     "items",
-    "acc",
+    "acc [95% CI]",
     "acc swapped",
-    "consistency",
+    "consistency [95% CI]",
     "flip",
     "invalid",
     "valid judgments",
     "tokens/item",
-    "stage2 skip",
+    "unanimous",
     "cost vs majority",
 ]
+
+
+def with_ci(value: float | None, ci: Sequence[float] | None) -> str | None:
+    if value is None:
+        return None
+    return f"{value:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{value:.2f}"
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
@@ -178,14 +190,14 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
             r["dataset"],
             r["method"],
             r["n_items"],
-            r["accuracy"],
+            with_ci(r["accuracy"], r.get("accuracy_ci")),
             r["accuracy_swapped"],
-            r["consistency"],
+            with_ci(r["consistency"], r.get("consistency_ci")),
             r["flip_rate"],
             r["invalid_rate"],
             r["valid_judgment_rate"],
             f"{r['tokens_per_item']:.1f}",
-            r["stage2_skip_rate"],
+            r["stage2_unanimous_rate"],
             (
                 f"{r['cost_vs_majority']['generated_tokens']:.2f}x"
                 if r.get("cost_vs_majority", {}).get("generated_tokens")
@@ -267,6 +279,28 @@ def evaluate(
         rows = [rows_by_key[it["key"]] for it in items if json.loads(it["meta"])["dataset"] == d.name]
         results += evaluate_rows(d, rows, methods, modes, swap, sections.get(d.name))
     return results
+
+
+def check_evaluation(methods: Sequence[str], datasets: Sequence[str], limit: int | None) -> None:
+    """An evaluation's methods, datasets and limit, or a ValueError naming the fix."""
+    if not methods or any(m not in ALL_METHODS for m in methods):
+        raise ValueError(f"methods={list(methods)}: choose from {list(ALL_METHODS)}")
+    if not datasets:
+        raise ValueError("datasets is empty: give e.g. datasets=[llmbar:../shared/data/llmbar/natural.json]")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1, got {limit}")
+
+
+def check_budget(model: str, max_new_tokens: int) -> None:
+    """A trained export records the judge budget of its rollouts (training.json): evaluating it below that
+    budget cuts its judgments short and understates it, so that is refused with the fix."""
+    record = Path(model) / "training.json"
+    trained = json.loads(record.read_text()).get("max_new_tokens") if record.is_file() else None
+    if trained and max_new_tokens < trained:
+        raise ValueError(
+            f"judge.max_new_tokens={max_new_tokens} is below the {trained} tokens {model} was trained with "
+            f"(its training.json): evaluate at judge.max_new_tokens={trained} or more"
+        )
 
 
 def check_unique(keys: Sequence[str], what: str) -> None:

@@ -7,6 +7,7 @@ summary = write_report(out, model, compare, build_stats, train_summary, seconds)
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,23 @@ def heldout_pairs(pairs: int, seed: int, training_draws: dict[int, int]) -> tupl
     drawn = synthetic_pairs(pairs, seed=seed)
     kept = [p for p in drawn if _key(p) not in seen]
     return kept, len(drawn) - len(kept)
+
+
+def split_held_out(
+    pairs: list[PreferencePair], held: int, seed: int
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(training pairs, `held` held-out pairs): a seeded hash of each pair's id decides, so the split
+    never depends on the file's order; pairs sharing content with a held-out one go to neither side."""
+    ranked = sorted(pairs, key=lambda p: hashlib.sha256(f"{seed}:{p.id}".encode()).hexdigest())
+    kept = ranked[:held]
+    keys = {_key(p) for p in kept}
+    return [p for p in ranked[held:] if _key(p) not in keys], kept
+
+
+def overlap(evaluation: list[PreferencePair], *training: list[PreferencePair]) -> int:
+    """How many evaluation pairs also appear (same last user turn and responses, in either order) in training."""
+    seen = {k for ps in training for p in ps for k in (_key(p), _key(p.swapped()))}
+    return sum(_key(p) in seen for p in evaluation)
 
 
 def heldout_files(

@@ -61,11 +61,14 @@ def derive_seed(*parts: object) -> int:
 
 
 def pair_key(pair: PreferencePair) -> str:
-    """The pair's id, or a hash of its contents for ad-hoc pairs, so seeds stay per pair."""
+    """What a pair's seeds derive from: its id (or a hash of its context, for ad-hoc pairs) AND the order
+    of its responses, so the given and the swapped order draw independent samples (evaluation's
+    consistency and flip rate would be biased by correlated ones)."""
+    order = hashlib.sha256(f"{pair.response_1}\x1e{pair.response_2}".encode()).hexdigest()[:12]
     if pair.id:
-        return pair.id
-    text = "\x1e".join([m.role + m.content for m in pair.context] + [pair.response_1, pair.response_2])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return f"{pair.id}/{order}"
+    text = "\x1e".join(m.role + m.content for m in pair.context)
+    return hashlib.sha256(text.encode()).hexdigest()[:16] + "/" + order
 
 
 def to_judgment(c: Completion, fraction: float = 0.1) -> Judgment:
@@ -146,12 +149,43 @@ class Pending:
     stage2_usage: Usage = Usage()
 
 
+# The paper's ablations (method.md §5) as scoring/evaluation modes: reflect with one judge setting changed.
+# Their stage 1 is reflect's (the same seeds, so the same samples); only the anchor or the winner group differs.
+ABLATIONS: dict[str, dict[str, str]] = {"random_anchor": {"anchor": "random"}, "random_winners": {"winners": "random"}}
+
+
 class Steps:
     """The method's pure steps, bound to one configuration. No engine calls in here."""
 
     def __init__(self, cfg: JudgeConfig = JudgeConfig(), prompt_cfg: PromptConfig = PromptConfig()):
         self.cfg = cfg
         self.prompt_cfg = prompt_cfg
+
+    def for_mode(self, mode: str) -> tuple[Steps, Mode]:
+        """(the steps, the inference mode) of a scoring mode: an ablation is reflect with its setting changed."""
+        if mode in ABLATIONS:
+            return Steps(replace(self.cfg, **ABLATIONS[mode]), self.prompt_cfg), "reflect"  # type: ignore[arg-type]
+        return self, mode  # type: ignore[return-value]
+
+    def _anchor(self, pair: PreferencePair, judgments: Sequence[Judgment]) -> int | None:
+        if self.cfg.anchor == "confidence":
+            return select_anchor(judgments)
+        valid = [i for i, j in enumerate(judgments) if j.valid]
+        return (
+            random.Random(derive_seed(self.cfg.seed, pair_key(pair), "random-anchor")).choice(valid) if valid else None
+        )
+
+    def _random_winners(
+        self, pair: PreferencePair, judgments: Sequence[Judgment], anchor: int
+    ) -> tuple[Reflection, ...]:
+        key = pair_key(pair)
+        return tuple(
+            Reflection(
+                i, 1, random.Random(derive_seed(self.cfg.seed, key, "random-winner", i)).random() < 0.5, True, "", 0
+            )
+            for i, j in enumerate(judgments)
+            if j.valid and i != anchor
+        )
 
     def stage1_params(self, mode: Mode, n: int | None = None, seed: int | None = None) -> SamplingParams:
         cfg = self.cfg
@@ -172,12 +206,15 @@ class Steps:
         """Parse stage 1, pick the anchor and plan stage 2 (empty plan: nothing more to ask)."""
         judgments = tuple(to_judgment(c, self.cfg.confidence_fraction) for c in gen.completions)
         usage = Usage(gen.prompt_tokens, sum(j.completion_tokens for j in judgments))
-        anchor = select_anchor(judgments)
+        anchor = self._anchor(pair, judgments)
         plan: tuple[PlannedReflection, ...] = ()
         deferred: tuple[PlannedReflection, ...] = ()
         if mode == "reflect" and anchor is not None:
             verdicts = {j.verdict for j in judgments if j.valid}
             if not (self.cfg.skip_unanimous and len(verdicts) == 1):
+                if self.cfg.winners == "random":  # the ablation: W drawn by coin flips, no reflection calls
+                    answered = self._random_winners(pair, judgments, anchor)
+                    return Pending(pair, mode, judgments, anchor, (), usage, answered=answered)
                 plan = tuple(self._plan(pair, judgments, anchor))
                 if self.cfg.stage2 == "lazy":  # round 1: the other verdict's judgments only
                     theirs = judgments[anchor].verdict

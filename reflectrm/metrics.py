@@ -67,3 +67,20 @@ def section_weighted(
         if count:
             scores.append(sum(per_subset[s][0] * per_subset[s][1] for s in members) / count)
     return sum(scores) / len(scores) if scores else None
+
+
+def bootstrap_ci(
+    values: Sequence[float], reps: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float] | None:
+    """A percentile bootstrap interval of the mean of per-pair values (1/0 for accuracy or consistency):
+    `reps` resamples of the pairs with replacement, seeded. None when there are no values."""
+    import random
+
+    n = len(values)
+    if not n:
+        return None
+    rng = random.Random(seed)
+    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    lo = means[int((1 - level) / 2 * reps)]
+    hi = means[min(reps - 1, int((1 + level) / 2 * reps))]
+    return lo, hi

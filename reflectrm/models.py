@@ -273,9 +273,13 @@ def load_tokenizer(path: Path, trust_remote_code: bool = False) -> Any:
     return tokenizer
 
 
-def render_chat(tokenizer: Any, messages: Any) -> str:
-    """The prompt text the model sees: its chat template with the assistant turn opened."""
-    return tokenizer.apply_chat_template([m.to_dict() for m in messages], tokenize=False, add_generation_prompt=True)
+def render_chat(tokenizer: Any, messages: Any, enable_thinking: bool | None = None) -> str:
+    """The prompt text the model sees: its chat template with the assistant turn opened.
+    `enable_thinking` (Qwen3's template switch; ModelConfig.enable_thinking) is passed only when set."""
+    extra = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
+    return tokenizer.apply_chat_template(
+        [m.to_dict() for m in messages], tokenize=False, add_generation_prompt=True, **extra
+    )
 
 
 def count_chat_tokens(tokenizer: Any, messages: Any) -> int:

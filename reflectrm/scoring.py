@@ -19,7 +19,7 @@ import json
 from typing import Any, Sequence
 
 from reflectrm.data.loaders import pair_from_row, pair_to_row
-from reflectrm.engines.base import Completion, Engine, Generation, GenerationRequest, PromptTooLongError
+from reflectrm.engines.base import Completion, Engine, Generation, GenerationRequest, PromptTooLongError, generate_each
 from reflectrm.inference import Mode, Pending, Steps
 from reflectrm.records import JudgeResult, PreferencePair
 
@@ -31,24 +31,6 @@ def make_item(key: str, pair: PreferencePair, mode: Mode, **meta: Any) -> dict[s
 
 
 # --------------------------------------------------------------------------- engine calls
-
-
-def generate_each(
-    engine: Engine, requests: Sequence[GenerationRequest]
-) -> tuple[list[Generation | None], list[PromptTooLongError | None]]:
-    """One engine call for the batch. A prompt over the token limit gets None and its typed error;
-    the other requests still run (in one call)."""
-    try:
-        return list(engine.generate(requests)), [None] * len(requests)
-    except PromptTooLongError as err:
-        limit = err.limit
-    counts = [engine.count_tokens(r.messages) for r in requests]
-    fits = [i for i, c in enumerate(counts) if c <= limit]
-    gens: list[Generation | None] = [None] * len(requests)
-    errors = [PromptTooLongError(c, limit) if c > limit else None for c in counts]
-    for i, gen in zip(fits, engine.generate([requests[i] for i in fits]) if fits else []):
-        gens[i] = gen
-    return gens, errors
 
 
 def generation_to_json(gen: Generation) -> str:
@@ -74,7 +56,8 @@ def generation_from_json(text: str) -> Generation:
 def run_stage1(engine: Engine, steps: Steps, items: Sequence[Row]) -> list[Row]:
     """Stage 1 for a batch of items: their N judgments, in one engine call."""
     pairs = [pair_from_row(json.loads(it["pair"])) for it in items]
-    gens, errors = generate_each(engine, [steps.begin(p, it["mode"]) for p, it in zip(pairs, items)])
+    requests = [steps.for_mode(it["mode"])[0].begin(p, steps.for_mode(it["mode"])[1]) for p, it in zip(pairs, items)]
+    gens, errors = generate_each(engine, requests)
     return [
         {
             **it,
@@ -90,11 +73,10 @@ def run_stage2(engine: Engine, steps: Steps, rows: Sequence[Row]) -> list[Row]:
     judge.stage2=full, one or two for lazy) in one engine call, then each item's vote. Returns one
     result row per item (see `result_row`)."""
     pendings: list[Pending | None] = []
-    for row in rows:
+    own = [steps.for_mode(row["mode"]) for row in rows]  # an ablation mode: reflect with its setting changed
+    for row, (its, mode) in zip(rows, own):
         pair = pair_from_row(json.loads(row["pair"]))
-        pendings.append(
-            steps.after_stage1(pair, row["mode"], generation_from_json(row["stage1"])) if row["stage1"] else None
-        )
+        pendings.append(its.after_stage1(pair, mode, generation_from_json(row["stage1"])) if row["stage1"] else None)
     too_long: list[list[str]] = [[] for _ in rows]
     while any(p is not None and p.plan for p in pendings):
         gens, errors = generate_each(engine, [planned.request for p in pendings if p is not None for planned in p.plan])
@@ -104,10 +86,10 @@ def run_stage2(engine: Engine, steps: Steps, rows: Sequence[Row]) -> list[Row]:
                 continue
             k = len(p.plan)
             too_long[i] += [str(e) for e in errors[at : at + k] if e is not None]
-            pendings[i] = steps.answer(p, [g if g is not None else UNANSWERED for g in gens[at : at + k]])
+            pendings[i] = own[i][0].answer(p, [g if g is not None else UNANSWERED for g in gens[at : at + k]])
             at += k
     out = []
-    for row, pending, over in zip(rows, pendings, too_long):
+    for row, pending, over, (its, _) in zip(rows, pendings, too_long, own):
         if pending is None:
             out.append(result_row(row, None, row["error"]))
             continue
@@ -116,7 +98,7 @@ def run_stage2(engine: Engine, steps: Steps, rows: Sequence[Row]) -> list[Row]:
             if over
             else ""
         )
-        out.append(result_row(row, steps.finish(pending), error, stage1_prompt_tokens=pending.usage.prompt_tokens))
+        out.append(result_row(row, its.finish(pending), error, stage1_prompt_tokens=pending.usage.prompt_tokens))
     return out
 
 
@@ -147,6 +129,7 @@ def result_row(item: Row, result: JudgeResult | None, error: str = "", stage1_pr
             "score": 0.5,
             "majority": None,
             "stage2_skipped": True,
+            "stage2_outcome": "error",
             "valid_rate": 0.0,
             "n_judgments": 0,
             "stage2_calls": 0,
@@ -164,6 +147,7 @@ def result_row(item: Row, result: JudgeResult | None, error: str = "", stage1_pr
         "score": result.score,
         "majority": result.majority,
         "stage2_skipped": result.stage2_skipped,
+        "stage2_outcome": stage2_outcome(result),
         "valid_rate": result.valid_rate,
         "n_judgments": len(result.judgments),
         "stage2_calls": len(result.reflections),
@@ -174,6 +158,24 @@ def result_row(item: Row, result: JudgeResult | None, error: str = "", stage1_pr
         "stage1_completion_tokens": sum(j.completion_tokens for j in result.judgments),
         "error": error,
         "trace": json.dumps(result.to_dict()),
+    }
+
+
+def stage2_outcome(result: JudgeResult) -> str:
+    """Why stage 2 did or did not run for one pair: "ran"; "unanimous" (the short-cut: every valid
+    verdict agrees); "no_valid" (no valid judgment, so no verdict). Rows with no result are "error"."""
+    if result.anchor is None:
+        return "no_valid"
+    return "ran" if result.reflections else "unanimous"
+
+
+def stage2_rates(rows: Sequence[Row]) -> dict[str, float | None]:
+    """The share of pairs of each stage-2 outcome, apart (the unanimity rate counts only pairs with a
+    valid judgment that all agree; no valid judgment, and errors such as a prompt too long, are their own)."""
+    n = len(rows)
+    outcomes = [r.get("stage2_outcome") or ("error" if r.get("error") else "unanimous") for r in rows]
+    return {
+        f"stage2_{o}_rate": (outcomes.count(o) / n if n else None) for o in ("ran", "unanimous", "no_valid", "error")
     }
 
 
@@ -188,7 +190,7 @@ def summarize_scores(rows: Sequence[Row]) -> dict[str, Any]:
         "no_verdict": sum(r["preferred"] is None for r in rows),
         "errors": sum(bool(r["error"]) for r in rows),
         "valid_judgment_rate": sum(r["valid_rate"] for r in rows) / n if n else 0.0,
-        "stage2_skip_rate": sum(bool(r["stage2_skipped"]) for r in rows) / n if n else 0.0,
+        **stage2_rates(rows),
         "stage2_calls": sum(r["stage2_calls"] for r in rows),
         "prompt_tokens": sum(r["prompt_tokens"] for r in rows),
         "completion_tokens": sum(r["completion_tokens"] for r in rows),

@@ -14,7 +14,7 @@ from ray.util import metrics
 
 from reflectrm.config import ModelConfig, from_dict
 from reflectrm.engines.base import Generation, GenerationRequest, PromptTooLongError
-from reflectrm.scoring import generate_each
+from reflectrm.engines.base import generate_each
 from serve.schemas import StageArgs
 
 

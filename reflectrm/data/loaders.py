@@ -13,6 +13,8 @@ has them. An empty result is an error.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import gzip
 import hashlib
 import json
 from pathlib import Path
@@ -56,13 +58,16 @@ class LoadStats:
 # --------------------------------------------------------------------------- reading rows
 
 
-def read_rows(source: str | Path, split: str = "train") -> Iterator[Mapping[str, Any]]:
-    """Rows of a local JSONL/JSON/Parquet file or of a `datasets` hub id."""
+def read_rows(source: str | Path, split: str = "train", subset: str | None = None) -> Iterator[Mapping[str, Any]]:
+    """Rows of a local JSONL/JSON/Parquet file (.jsonl.gz and .json.gz too: HelpSteer3 ships those) or of a
+    `datasets` hub id (`subset`: the hub dataset's config, e.g. HelpSteer3's "preference")."""
     path = Path(source)
     if path.is_file():
-        suffix = path.suffix.lower()
+        gz = path.suffix.lower() == ".gz"
+        suffix = Path(path.stem).suffix.lower() if gz else path.suffix.lower()
+        opener = functools.partial(gzip.open, mode="rt", encoding="utf-8") if gz else functools.partial(open)
         if suffix == ".jsonl":
-            with open(path) as fh:
+            with opener(path) as fh:
                 for n, line in enumerate(fh, start=1):
                     if line.strip():
                         try:
@@ -70,7 +75,8 @@ def read_rows(source: str | Path, split: str = "train") -> Iterator[Mapping[str,
                         except json.JSONDecodeError as err:
                             raise BadRowError(str(path), n, "<line>", f"is not valid JSON ({err.msg})") from None
         elif suffix == ".json":
-            data = json.loads(path.read_text())
+            with opener(path) as fh:
+                data = json.load(fh)
             if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
                 data = next(iter(data.values()))  # {"data": [...]} style
             if not isinstance(data, list):
@@ -81,7 +87,9 @@ def read_rows(source: str | Path, split: str = "train") -> Iterator[Mapping[str,
 
             yield from pq.read_table(path).to_pylist()
         else:
-            raise ValueError(f"{path}: unknown file type {suffix!r}; use .jsonl, .json or .parquet")
+            raise ValueError(
+                f"{path}: unknown file type {suffix!r}; use .jsonl, .json or .parquet (.jsonl.gz, .json.gz)"
+            )
         return
     if path.suffix or str(source).startswith((".", "/", "~")) or str(source).count("/") != 1:
         raise FileNotFoundError(
@@ -90,7 +98,7 @@ def read_rows(source: str | Path, split: str = "train") -> Iterator[Mapping[str,
     try:
         import datasets
 
-        yield from datasets.load_dataset(str(source), split=split)
+        yield from datasets.load_dataset(str(source), subset, split=split)
     except Exception as err:
         raise FileNotFoundError(
             f"could not load hub dataset {source!r} ({type(err).__name__}: no network?): download it and pass the local file"
@@ -271,6 +279,9 @@ FORMATS: dict[str, RowFn] = {
 }
 
 
+HUB_SUBSETS = {"helpsteer3": "preference"}  # the hub dataset's config a format reads (nvidia/HelpSteer3 has several)
+
+
 def load_pairs(
     fmt: str,
     source: str | Path,
@@ -288,7 +299,7 @@ def load_pairs(
     name = Path(source).stem if Path(source).is_file() else str(source)
     stats = LoadStats(str(source), fmt)
     pairs: list[PreferencePair] = []
-    for n, row in enumerate(read_rows(source, split), start=1):
+    for n, row in enumerate(read_rows(source, split, HUB_SUBSETS.get(fmt)), start=1):
         if limit is not None and len(pairs) >= limit:
             break
         stats.rows_read += 1

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -22,7 +23,7 @@ from typing import Any, Iterable, Sequence
 
 from reflectrm.config import JudgeConfig, PromptConfig
 from reflectrm.data.loaders import load_pairs, pair_from_row, pair_to_row
-from reflectrm.engines.base import Engine
+from reflectrm.engines.base import Engine, generate_each
 from reflectrm.inference import Steps, derive_seed, to_judgment
 from reflectrm.prompts import reflection_prompt, response_prompt
 from reflectrm.records import Message, PreferencePair
@@ -30,18 +31,49 @@ from reflectrm.records import Message, PreferencePair
 # --------------------------------------------------------------------------- 1. sample and grade
 
 
+def worst_reflection_tokens(
+    engine: Engine, pair: PreferencePair, cfg: JudgeConfig, prompt_cfg: PromptConfig = PromptConfig()
+) -> int:
+    """Prompt tokens of this pair's reflection item with both analyses at the judge's token budget
+    (the longest critique prompt its judgments can make)."""
+    return engine.count_tokens(reflection_prompt(pair, ("", 1), ("", 2), prompt_cfg)) + 2 * cfg.max_new_tokens
+
+
+def too_long_reason(
+    engine: Engine, pair: PreferencePair, cfg: JudgeConfig, prompt_cfg: PromptConfig = PromptConfig()
+) -> str | None:
+    """ "judge" or "reflection" when this pair's prompt would pass the engine's token limit, else None."""
+    limit = getattr(engine, "max_prompt_tokens", None)
+    if not limit:
+        return None
+    if engine.count_tokens(response_prompt(pair, prompt_cfg)) > limit:
+        return "judge"
+    if worst_reflection_tokens(engine, pair, cfg, prompt_cfg) > limit:
+        return "reflection"
+    return None
+
+
 def sample_and_grade(
     engine: Engine, pairs: Sequence[PreferencePair], cfg: JudgeConfig, prompt_cfg: PromptConfig = PromptConfig()
 ) -> list[dict[str, Any]]:
-    """N judgments per pair in one engine call, each graded against the gold label."""
+    """N judgments per pair in one engine call, each graded against the gold label. A pair whose judge
+    prompt, or worst-case reflection prompt, is over the engine's token limit is not sampled: its row
+    says why in `too_long` (build_sets skips and counts it), so one long item never stops a job."""
     unlabelled = [p.id for p in pairs if p.label not in (1, 2)]
     if unlabelled:
         raise ValueError(f"pair {unlabelled[0]} has no gold label: the reflection builder needs labelled data")
     steps = Steps(cfg, prompt_cfg)
-    gens = engine.generate([steps.begin(p, "majority", cfg.n) for p in pairs])
+    reasons = [too_long_reason(engine, p, cfg, prompt_cfg) for p in pairs]
+    fit = [i for i, r in enumerate(reasons) if r is None]
+    gens, errors = generate_each(engine, [steps.begin(pairs[i], "majority", cfg.n) for i in fit])
+    by_index = dict(zip(fit, gens))
+    for i, err in zip(fit, errors):
+        if err is not None:  # the engine's own count disagreed with ours: still skipped, never a crash
+            reasons[i] = "judge"
     rows = []
-    for pair, gen in zip(pairs, gens):
-        judgments = [to_judgment(c, cfg.confidence_fraction) for c in gen.completions]
+    for i, pair in enumerate(pairs):
+        gen = by_index.get(i)
+        judgments = [to_judgment(c, cfg.confidence_fraction) for c in gen.completions] if gen is not None else []
         graded = [
             {
                 "analysis": j.analysis,
@@ -62,7 +94,8 @@ def sample_and_grade(
                 "n_valid": sum(g["valid"] for g in graded),
                 "n": len(graded),
                 "completion_tokens": sum(g["tokens"] for g in graded),
-                "prompt_tokens": gen.prompt_tokens,
+                "prompt_tokens": gen.prompt_tokens if gen is not None else 0,
+                "too_long": reasons[i] or "",
             }
         )
     return rows
@@ -71,12 +104,58 @@ def sample_and_grade(
 # --------------------------------------------------------------------------- 2. resumable parts
 
 
-class PartStore:
-    """A folder of Parquet parts with one row per id; written atomically, read back deduplicated."""
+class SettingsMismatch(ValueError):
+    """A resume into a folder whose rows were made with other settings (it would mix them)."""
 
-    def __init__(self, folder: str | Path):
+
+def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
+    return out
+
+
+class PartStore:
+    """A folder of Parquet parts with one row per id; written atomically, read back deduplicated.
+
+    `settings` (reflectrm.config.result_settings): what made the rows. The folder records them in
+    settings.json with their fingerprint; a later store over the same folder with other settings
+    raises SettingsMismatch naming what differs, unless `fresh` (then the old parts go)."""
+
+    def __init__(self, folder: str | Path, settings: dict[str, Any] | None = None, fresh: bool = False):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        if settings is not None:
+            self._check(json.loads(json.dumps(settings)), fresh)
+
+    def _check(self, settings: dict[str, Any], fresh: bool) -> None:
+        record = self.folder / "settings.json"
+        parts = self.parts()
+        if fresh:
+            for p in parts:
+                p.unlink()
+        elif parts:
+            old = json.loads(record.read_text())["settings"] if record.is_file() else None
+            if old is None:
+                raise SettingsMismatch(
+                    f"{self.folder} holds results with no record of their settings (made by an older version), "
+                    "so a resume could mix settings: add --fresh (fresh=true) to start afresh, or choose another output"
+                )
+            was, now = _flat(old), _flat(settings)
+            differ = [
+                f"{k}: {was.get(k)!r} -> {now.get(k)!r}"
+                for k in sorted(set(was) | set(now))
+                if was.get(k) != now.get(k)
+            ]
+            if differ:
+                raise SettingsMismatch(
+                    f"{self.folder} holds {len(parts)} parts made with other settings ({'; '.join(differ)}); "
+                    "resuming would mix them: add --fresh (fresh=true) to start afresh, or choose another output"
+                )
+        fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+        record.write_text(json.dumps({"fingerprint": fingerprint, "settings": settings}, indent=2))
 
     def parts(self) -> list[Path]:
         return sorted(self.folder.glob("part-*.parquet"))
@@ -126,6 +205,7 @@ def parse_ratio(text: str) -> tuple[int, int]:
 @dataclass
 class BuildCounts:
     items: int = 0
+    too_long: int = 0  # skipped: the judge prompt or the worst-case reflection prompt is over the limit
     easy_dropped: int = 0
     mixed: int = 0
     all_wrong: int = 0  # no correct judgment (wrong or invalid only)
@@ -136,6 +216,7 @@ class BuildCounts:
     preference: int = 0
     reflection: int = 0
     mix: int = 0
+    note: str = ""  # what the user should know about the mix (it is not the asked ratio, or has one kind only)
 
 
 def preference_row(pair_row: dict[str, Any]) -> dict[str, Any]:
@@ -158,6 +239,9 @@ def build_sets(
     pref, refl = [], []
     for row in rows:
         counts.items += 1
+        if row.get("too_long"):  # never sampled: its judge or reflection prompt is over the token limit
+            counts.too_long += 1
+            continue
         graded = json.loads(row["judgments"])
         counts.judgments += len(graded)
         counts.invalid_judgments += sum(not g["valid"] for g in graded)
@@ -192,9 +276,17 @@ def build_sets(
         n_pref, n_refl = len(pref), 0
     elif a == 0:
         n_pref, n_refl = 0, len(refl)
-    else:  # as many reflection items as the preference items can balance, then a:b
-        n_refl = min(len(refl), math.floor(len(pref) * b / a))
-        n_pref = min(len(pref), math.ceil(n_refl * a / b))
+    elif not refl:  # nothing to reflect on: the mix is the preference items (GRPO on them is RFT)
+        n_pref, n_refl = len(pref), 0
+        if pref:
+            counts.note = f"no reflection items: the mix is the {len(pref)} preference items only (an RFT run)"
+    elif not pref:
+        n_pref, n_refl = 0, 0
+    else:  # as many reflection items as the preference items can balance, then a:b; at least one of each
+        n_refl = max(1, min(len(refl), math.floor(len(pref) * b / a)))
+        n_pref = max(1, min(len(pref), math.ceil(n_refl * a / b)))
+        if n_pref * b < n_refl * a:
+            counts.note = f"only {len(pref)} preference items: the mix is {n_pref}:{n_refl}, not {a}:{b}"
     pref_pick = rng.sample(pref, n_pref)
     refl_pick = rng.sample(refl, n_refl)
     mix = pref_pick + refl_pick

@@ -92,3 +92,21 @@ class Engine(Protocol):
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         """Prompt tokens after the chat template (for limits and usage)."""
         ...
+
+
+def generate_each(
+    engine: Engine, requests: Sequence[GenerationRequest]
+) -> tuple[list[Generation | None], list[PromptTooLongError | None]]:
+    """One engine call for the batch. A prompt over the token limit gets None and its typed error;
+    the other requests still run (in one call)."""
+    try:
+        return list(engine.generate(requests)), [None] * len(requests)
+    except PromptTooLongError as err:
+        limit = err.limit
+    counts = [engine.count_tokens(r.messages) for r in requests]
+    fits = [i for i, c in enumerate(counts) if c <= limit]
+    gens: list[Generation | None] = [None] * len(requests)
+    errors = [PromptTooLongError(c, limit) if c > limit else None for c in counts]
+    for i, gen in zip(fits, engine.generate([requests[i] for i in fits]) if fits else []):
+        gens[i] = gen
+    return gens, errors

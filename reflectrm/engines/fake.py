@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from reflectrm.engines.base import Completion, Generation, GenerationRequest
+from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError
 from reflectrm.records import Message
 
 Script = Callable[[GenerationRequest, int], "str | Completion"]
@@ -24,14 +24,18 @@ def completion(text: str, logprobs: Sequence[float] | None = None, finish_reason
 class FakeEngine:
     name = "fake"
 
-    def __init__(self, script: Script):
+    def __init__(self, script: Script, max_prompt_tokens: int | None = None):
         self.script = script
+        self.max_prompt_tokens = max_prompt_tokens  # like a real engine's limit: a longer prompt raises
         self.calls: list[list[GenerationRequest]] = []  # every generate() batch, for assertions
 
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         return sum(len(m.content.split()) + 2 for m in messages)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        over = [self.count_tokens(r.messages) for r in requests if self.max_prompt_tokens]
+        if over and max(over) > self.max_prompt_tokens:  # type: ignore[operator]
+            raise PromptTooLongError(max(over), self.max_prompt_tokens)  # type: ignore[arg-type]
         self.calls.append(list(requests))
         out = []
         for req in requests:

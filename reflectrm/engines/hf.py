@@ -69,6 +69,7 @@ class HFEngine:
         share_prefix: bool = True,
         min_shared_prefix: int = 64,
         model_name: str = "",
+        enable_thinking: bool | None = None,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -79,6 +80,7 @@ class HFEngine:
         self.share_prefix = share_prefix  # prompts sharing >= min_shared_prefix tokens prefill that prefix once
         self.min_shared_prefix = min_shared_prefix
         self.model_name = model_name
+        self.enable_thinking = enable_thinking
         eos = model.generation_config.eos_token_id if model.generation_config is not None else None
         eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
         if tokenizer.eos_token_id is not None:
@@ -94,7 +96,7 @@ class HFEngine:
         model = load_model(path, pick_dtype(cfg.dtype, device), device, cfg.trust_remote_code)
         kwargs.setdefault("max_batch_rows", cfg.max_batch_rows)
         kwargs.setdefault("max_prompt_tokens", cfg.max_prompt_tokens)
-        return cls(model, tokenizer, model_name=cfg.name, **kwargs)
+        return cls(model, tokenizer, model_name=cfg.name, enable_thinking=cfg.enable_thinking, **kwargs)
 
     # ------------------------------------------------------------------ prompts
 
@@ -106,7 +108,7 @@ class HFEngine:
         return other
 
     def render(self, messages: tuple[Message, ...]) -> str:
-        return render_chat(self.tokenizer, messages)
+        return render_chat(self.tokenizer, messages, self.enable_thinking)
 
     def encode(self, messages: tuple[Message, ...]) -> list[int]:
         return self.tokenizer(self.render(messages), add_special_tokens=False)["input_ids"]

@@ -74,9 +74,17 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(
-        self, llm: Any, tokenizer: Any, *, max_prompt_tokens: int = 4096, max_model_len: int, model_name: str = ""
+        self,
+        llm: Any,
+        tokenizer: Any,
+        *,
+        max_prompt_tokens: int = 4096,
+        max_model_len: int,
+        model_name: str = "",
+        enable_thinking: bool | None = None,
     ):
         self.llm = llm
+        self.enable_thinking = enable_thinking
         self.tokenizer = tokenizer
         self.max_prompt_tokens = max_prompt_tokens
         self.max_model_len = max_model_len
@@ -125,7 +133,12 @@ class VLLMEngine:
         kwargs.update(overrides)
         llm = LLM(**kwargs)
         return cls(
-            llm, tokenizer, max_prompt_tokens=cfg.max_prompt_tokens, max_model_len=max_model_len, model_name=cfg.name
+            llm,
+            tokenizer,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+            max_model_len=max_model_len,
+            model_name=cfg.name,
+            enable_thinking=cfg.enable_thinking,
         )
 
     def prefix_cache_counters(self) -> tuple[int, int]:
@@ -146,7 +159,9 @@ class VLLMEngine:
     # ------------------------------------------------------------------ prompts
 
     def encode(self, messages: tuple[Message, ...]) -> list[int]:
-        return self.tokenizer(render_chat(self.tokenizer, messages), add_special_tokens=False)["input_ids"]
+        return self.tokenizer(render_chat(self.tokenizer, messages, self.enable_thinking), add_special_tokens=False)[
+            "input_ids"
+        ]
 
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         return len(self.encode(messages))

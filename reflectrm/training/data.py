@@ -17,6 +17,7 @@ from typing import Any
 from reflectrm.data.loaders import pair_from_row, pair_to_row
 from reflectrm.data.reflection import load_source, preference_row
 from reflectrm.inference import derive_seed
+from reflectrm.records import PreferencePair
 from reflectrm.prompts import render_judgment
 
 KEEP = ("id", "task", "label", "pair", "critique_1", "critique_2", "target")
@@ -48,12 +49,15 @@ def load_rows(
     else:
         pairs, _ = load_source(data.format, data.path, None, "error", seed)
         rows = [preference_row(pair_to_row(p)) for p in pairs]
-        if recipe == "sft":  # synthetic: the set's own checkable target judgments
-            from reflectrm.data.synthetic import target_analysis
-
-            rows = [{**r, "target": render_judgment(target_analysis(p), p.label)} for r, p in zip(rows, pairs)]
-    if recipe == "rft":
+        if recipe == "sft":  # synthetic: the set's own checkable target judgments, of BOTH tasks (4:1)
+            rows = [sft_target_row(p, seed, critique=k % 5 == 4) for k, p in enumerate(pairs)]
+    if recipe == "rft":  # method.md §2.6: the preference items of the SAME mix (ratio 1:0 on the same items)
         rows = [r for r in rows if r["task"] == "response"]
+        if data.format == "mix" and Path(data.path).name == "pref.parquet":
+            notes.append(
+                "recipe=rft on pref.parquet trains on every preference item, more than the unified run's "
+                "mix.parquet holds: point data.path at mix.parquet for a fair baseline"
+            )
     if recipe == "grpo" and not any(r["task"] == "critique" for r in rows):
         notes.append("no reflection items in the data: this run is RFT (preference items only)")
     pref = sorted((r for r in rows if r["task"] == "response"), key=lambda r: derive_seed(seed, "held-out", r["id"]))
@@ -64,6 +68,35 @@ def load_rows(
     if data.limit is not None:
         train = train[: data.limit]
     return [_clean(r) for r in train], [_clean(r) for r in held], notes
+
+
+def sft_target_row(pair: PreferencePair, seed: int, critique: bool = False) -> dict[str, Any]:
+    """A synthetic pair's SFT row: its checkable judgment, or (critique) a reflection item whose two
+    critiques share that analysis, one with the verdict it supports and one with the other, in a seeded
+    random order, and whose target names the consistent one. A warm start on both tasks makes GRPO's
+    rollouts valid on both (method.md §2: the 4:1 mix)."""
+    from reflectrm.data.synthetic import target_analysis
+
+    analysis, label = target_analysis(pair), int(pair.label)  # type: ignore[arg-type]
+    row = preference_row(pair_to_row(pair))
+    if not critique:
+        return {**row, "target": render_judgment(analysis, label)}
+    good = 1 if random.Random(derive_seed(seed, pair.id, "critique-order")).random() < 0.5 else 2
+    right, wrong = {"analysis": analysis, "verdict": label}, {"analysis": analysis, "verdict": 3 - label}
+    c1, c2 = (right, wrong) if good == 1 else (wrong, right)
+    why = (
+        f"Both critiques find the same facts, which show that Response {label} follows the instruction. "
+        f"Critique {good} concludes that, Critique {3 - good} concludes the opposite of its own analysis."
+    )
+    return {
+        **row,
+        "id": f"refl:{pair.id}",
+        "task": "critique",
+        "label": good,
+        "critique_1": json.dumps(c1),
+        "critique_2": json.dumps(c2),
+        "target": render_judgment(why, good, "critique"),
+    }
 
 
 def _clean(row: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +111,11 @@ def _mix_rows(path: Path, recipe: str) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     rows = pq.read_table(path).to_pylist()
+    if not rows:
+        raise TrainingDataError(
+            f"{path} is empty: build_data kept no items (see stats.json beside it: every pair easy, or too long). "
+            "Build from more pairs (data.limit), or sample more judgments per pair (judge.n)"
+        )
     missing = {"id", "task", "label", "pair"} - set(rows[0] if rows else {})
     if missing:
         raise TrainingDataError(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from reflectrm.config import PromptConfig
 from reflectrm.data.reflection import training_messages
-from reflectrm.engines.base import GenerationRequest, SamplingParams
+from reflectrm.engines.base import GenerationRequest, SamplingParams, generate_each
 from reflectrm.engines.hf import HFEngine
 from reflectrm.training.objectives import RewardConfig, grade, group_advantages, grpo_loss, sft_labels
 
@@ -42,6 +42,7 @@ class Rollouts:
     valid: list[bool]
     correct: list[bool]
     tasks: list[str]  # "response" (preference items) or "critique" (reflection items)
+    too_long: int = 0  # rows skipped: their prompt is over the engine's token limit (no rollouts, no loss)
 
     def select(self, idx: Sequence[int]) -> Rollouts:
         """A micro-batch of these rollouts."""
@@ -72,9 +73,11 @@ def rollout(
         SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=s)
         for s in row_seeds
     ]
-    gens = engine.generate([GenerationRequest(m, p) for m, p in zip(messages, params)])
+    gens, errors = generate_each(engine, [GenerationRequest(m, p) for m, p in zip(messages, params)])
     prompts, completions, graded, tasks = [], [], [], []
     for row, msgs, gen in zip(rows, messages, gens):
+        if gen is None:  # too long: skipped and counted, never a crash (whole groups go, so groups stay aligned)
+            continue
         prompt = list(gen.prompt_ids) or engine.encode(msgs)  # the engine's own tokenisation of the prompt
         for c in gen.completions:
             prompts.append(prompt)
@@ -82,7 +85,9 @@ def rollout(
             graded.append(grade(c.text, row["task"], int(row["label"]), cfg.reward))
             tasks.append(row["task"])
     rewards = torch.tensor([g.reward for g in graded], dtype=torch.float32)
-    return Rollouts(prompts, completions, rewards, [g.valid for g in graded], [g.correct for g in graded], tasks)
+    too_long = sum(e is not None for e in errors)
+    valid, correct = [g.valid for g in graded], [g.correct for g in graded]
+    return Rollouts(prompts, completions, rewards, valid, correct, tasks, too_long)
 
 
 def policy_batch(

@@ -171,6 +171,10 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
         model.load_state_dict(state)
     model.save_pretrained(folder, safe_serialization=True)
     load_tokenizer(path, cfg.model.trust_remote_code).save_pretrained(folder)
+    budget = cfg.grpo.max_new_tokens if cfg.recipe != "sft" else None  # the judge budget its rollouts had
+    (folder / "training.json").write_text(
+        json.dumps({"recipe": cfg.recipe, "base": cfg.model.name, "max_new_tokens": budget}, indent=2)
+    )
     lines = [
         "# reflectrm training export",
         "",
@@ -215,7 +219,7 @@ def grpo_step(
     gen_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    adv = group_advantages(ro.rewards, cfg.grpo.n)
+    adv = group_advantages(ro.rewards, cfg.grpo.n) if len(ro.rewards) else ro.rewards  # none: all too long
     local_tokens = sum(len(c) for c in ro.completion_ids)
     (all_tokens,) = all_sum([local_tokens])
     normalizer = max(all_tokens, 1.0) / size  # gradients are averaged over workers: the sum / all tokens
@@ -227,6 +231,9 @@ def grpo_step(
         0, cfg.grad_accum() * cfg.trainer.micro_batch, cfg.trainer.micro_batch
     ):  # same count on every worker
         idx = list(range(start, min(start + cfg.trainer.micro_batch, n)))
+        if not idx:  # fewer rollouts here (prompts too long): a zero loss keeps the collectives in step
+            strategy.backward(_zero_loss(strategy))
+            continue
         with strategy.autocast():
             loss, info = grpo_loss_on(
                 strategy.forward_model(),
@@ -250,6 +257,10 @@ def grpo_step(
         "gen_s": gen_s,
         "update_s": update_s,
         "seq_tokens": local_tokens + sum(len(p) for p in ro.prompt_ids),
+        "too_long": ro.too_long,
+        # groups whose rollouts' rewards differ: only they have non-zero advantages (a learning signal)
+        "groups": len(ro.rewards) // cfg.grpo.n,
+        "signal_groups": int((ro.rewards.view(-1, cfg.grpo.n).std(dim=1) > 0).sum()) if len(ro.rewards) else 0,
     }
     for task, name in TASKS.items():
         pick = [i for i, t in enumerate(ro.tasks) if t == task]
@@ -280,7 +291,11 @@ def grpo_step(
                 f"{name}_valid_rate": tot[f"{name}_valid"] / c,
                 f"{name}_accuracy": tot[f"{name}_correct"] / c,
             }
+    m["too_long"] = tot["too_long"]  # prompts skipped this step (over the token limit)
+    m["signal_group_rate"] = tot["signal_groups"] / tot["groups"] if tot["groups"] else 0.0
     count = sum(tot[f"{name}_rollouts"] for name in TASKS.values())
+    if not count:  # every prompt of the step was too long: nothing was learnt, nothing to average
+        return m
     m.update(
         reward_mean=sum(tot[f"{name}_reward"] for name in TASKS.values()) / count,
         valid_rate=sum(tot[f"{name}_valid"] for name in TASKS.values()) / count,
@@ -491,6 +506,7 @@ class LocalSession:
 SUMMARY_KEYS = (
     "loss",
     "reward_mean",
+    "signal_group_rate",
     "valid_rate",
     "accuracy",
     "pref_accuracy",
@@ -520,6 +536,7 @@ def summarize_metrics(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "steps": last["step"],
         "generation_share": round(gen / max(gen + upd, 1e-9), 3),
+        "too_long": sum(int(r.get("too_long", 0)) for r in rows),  # GRPO prompts skipped: over the token limit
         "first": first,
         "last": last,
         "table": table_rows,

@@ -345,6 +345,30 @@ def test_a_killed_replica_is_replaced_and_later_requests_succeed(url, ray_local)
     assert responses == [200] * 3
 
 
+def test_judge_stage2_field_lazy_gives_full_verdicts_over_http(url, ray_local):
+    """`stage2` in a /v1/judge request, on tiny-judge (its sampled verdicts disagree, so stage 2 runs):
+    lazy answers as full does with no more comparisons; a bad value is a 422 naming the field. It
+    redeploys the app; the next test redeploys again."""
+    from reflectrm.data.synthetic import synthetic_pairs
+
+    deploy(ray_local, {**ARGS, "model": {"name": "tiny-judge", "max_prompt_tokens": 600}, "max_n": 8})
+    bodies = [
+        {"prompt": p.prompt[-1].content, "response_1": p.response_1, "response_2": p.response_2}
+        for p in synthetic_pairs(8, seed=21)
+    ]
+    common = {"mode": "reflect", "n": 6, "max_new_tokens": 64, "seed": 0}
+    full = [post(url, "/v1/judge", {**b, **common, "stage2": "full"}).json() for b in bodies]
+    lazy = [post(url, "/v1/judge", {**b, **common, "stage2": "lazy"}).json() for b in bodies]
+    assert sum(bool(f["reflections"]) for f in full) >= 2, "stage 2 ran on too few pairs for the test to mean much"
+    for f, lz in zip(full, lazy):
+        assert (lz["preferred"], lz["score"], lz["anchor"]) == (f["preferred"], f["score"], f["anchor"])
+        assert f["stage2_calls"] == len(f["reflections"]) and f["not_asked"] == []
+        assert lz["stage2_calls"] == len(lz["reflections"]) <= f["stage2_calls"]
+        assert {r["index"] for r in lz["reflections"]} | set(lz["not_asked"]) == {r["index"] for r in f["reflections"]}
+    bad = post(url, "/v1/judge", {**bodies[0], "stage2": "eager"})
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "stage2"
+
+
 def test_bearer_token_auth_and_reward_in_both_orders(url, ray_local, monkeypatch):
     """Last in the module (it leaves the app token-protected): redeploys with a token required and
     /get_reward judging both orders."""

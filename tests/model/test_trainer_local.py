@@ -119,3 +119,36 @@ def test_resume_in_one_process_continues_from_the_checkpoint(tmp_path):
         if '"start"' in line
     ]
     assert starts == [0, 1]
+
+
+def test_grpo_skips_and_counts_prompts_over_the_limit(tmp_path):
+    """One over-long prompt never kills a GRPO run (it used to raise, and a restart failed again on the same
+    batch): its rows are skipped and counted as `too_long`; a step whose every prompt is too long still runs."""
+    from reflectrm.data.reflection import training_messages
+    from reflectrm.training.trainer import summarize_metrics
+
+    data = rows(tmp_path, 4)
+    pair = json.loads(data[0]["pair"])
+    pair["context"][-1]["content"] += " and more" * 400
+    data[0] = {**data[0], "pair": json.dumps(pair)}
+    engine = HFEngine.from_config(ModelConfig(name="tiny-random"))
+    lengths = [engine.count_tokens(training_messages(r)) for r in data]
+    limit = max(lengths[1:]) + 1
+    assert lengths[0] > limit
+    order = [data[0], data[1], data[0], data[2]]  # steps 1 and 2: one prompt of two too long
+    order += [data[0], data[0]]  # step 3: all too long
+    cfg = LoopConfig(
+        recipe="grpo",
+        model=ModelConfig(name="tiny-random", max_prompt_tokens=limit),
+        grpo=GRPOConfig(n=2, max_new_tokens=4),
+        trainer=TrainerConfig(strategy="none", prompts_per_worker=2, micro_batch=2),
+        max_steps=3,
+        checkpoint_every=0,
+        eval_every=0,
+    )
+    out = tmp_path / "run"
+    train_worker(cfg, LocalSession(order, 2, out), steps_per_epoch=3, held_out=[])
+    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [m["too_long"] for m in metrics] == [1, 1, 2]
+    assert [m["pref_rollouts"] + m["refl_rollouts"] for m in metrics] == [2, 2, 0]
+    assert summarize_metrics(metrics)["too_long"] == 4

@@ -55,7 +55,7 @@ def test_metrics_for_hand_computed():
         2 / 3
     )  # p1, p2 | p2, p3
     assert maj["consistency"] == pytest.approx(1 / 3)  # only p2 (p1's majority is wrong when swapped)
-    assert maj["tokens_per_item"] == 20 and "cost_vs_majority" not in maj and maj["stage2_skip_rate"] is None
+    assert maj["tokens_per_item"] == 20 and "cost_vs_majority" not in maj and maj["stage2_unanimous_rate"] is None
 
 
 def test_no_swap_leaves_order_metrics_unmeasured():

@@ -76,6 +76,24 @@ def test_helpsteer3_fixture(tmp_path):
     assert pairs[0].query == "and?" and len(pairs[0].context) == 3 and pairs[0].subset == "general"
 
 
+def test_helpsteer3_preference_jsonl_gz_and_the_hub_config(tmp_path, monkeypatch):
+    """HelpSteer3-Preference ships preference/train.jsonl.gz; the hub id reads its `preference` config."""
+    import gzip
+
+    import datasets
+
+    row = {"context": [{"role": "user", "content": "q"}], "response1": "a", "response2": "b", "overall_preference": 1}
+    path = tmp_path / "train.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as fh:
+        fh.write(json.dumps(row) + "\n" + json.dumps({**row, "overall_preference": -1}) + "\n")
+    pairs, _ = load_pairs("helpsteer3", path)
+    assert [p.label for p in pairs] == [2, 1]
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **kw: asked.append((a, kw)) or [row])
+    pairs, _ = load_pairs("helpsteer3", "nvidia/HelpSteer3", split="validation")
+    assert asked == [(("nvidia/HelpSteer3", "preference"), {"split": "validation"})] and pairs[0].label == 2
+
+
 def test_chosen_rejected_strings_and_message_lists(tmp_path):
     rows = [
         {"id": f"s{i}", "prompt": f"question {i}", "chosen": f"good {i}", "rejected": f"bad {i}"} for i in range(40)

@@ -1,0 +1,234 @@
+"""The learning result: base vs RFT vs unified GRPO on SmolLM2-135M, on held-out pairs (method.md §2-5).
+
+    .venv/bin/python -m benchmarks.reproduce                       # ~2 h on 2 cores; re-run to resume
+    .venv/bin/python -m benchmarks.reproduce --grpo-steps 4 --eval-pairs 8   # a quick look at the shape
+
+1. data      training pairs: the synthetic verifiable set (its own seed) + the LLMBar-natural train
+             split; held out BY CONSTRUCTION: synthetic pairs of another seed, the LLMBar-natural
+             held-out split (a seeded hash of the id), JudgeBench (reported apart, never trained or
+             tuned on). Every overlap between evaluation and training pairs is counted (must be 0).
+2. warm      SFT on checkable targets of BOTH tasks (judge and critique, 4:1), so both tasks' rollouts
+             can be valid. This is `base`: the common start of both trained arms.
+3. build     jobs.build_data with base on the training pairs: N judgments each -> the 4:1 mix.
+4. rft       jobs.train recipe=rft on that mix (its preference items only: method.md §2.6, ratio 1:0)
+   unified   jobs.train recipe=grpo on the same mix, the same steps, seeds and learning rate.
+5. evaluate  jobs.evaluate for base, rft and unified: greedy, majority@N and reflect, both orders;
+             accuracy and positional consistency with 95% bootstrap intervals over pairs.
+
+Every stage is a job with its own output folder under --workdir, and a finished stage is not run
+again: a re-run resumes where the last one stopped (each job resumes inside itself too).
+JSON out: the settings, the held-out check, each stage's seconds, the learning curves and the table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import SHARED, parse, parser, write_report
+
+MODELS = ("base", "rft", "unified")
+
+
+def write_pairs(path: Path, pairs: list) -> str:
+    from reflectrm.data.loaders import pair_to_row
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(pair_to_row(p)) + "\n" for p in pairs))
+    return str(path)
+
+
+def make_data(work: Path, args: Any) -> dict[str, Any]:
+    """The training and evaluation files, and the held-out check."""
+    from reflectrm.data.loaders import load_pairs
+    from reflectrm.data.synthetic import synthetic_pairs
+    from reflectrm.experiment import heldout_pairs, overlap, split_held_out
+
+    warm_draw = {0: args.warm_steps * 4 * 2}  # what the warm start draws (reflectrm.training.warm_start)
+    synth_train = synthetic_pairs(args.synthetic_train, seed=201)
+    synth_held, dropped = heldout_pairs(args.eval_pairs, 202, {**warm_draw, 201: args.synthetic_train})
+    llmbar, _ = load_pairs("llmbar", SHARED / "llmbar" / "natural.json")
+    llmbar_train, llmbar_held = split_held_out(llmbar, args.eval_pairs, seed=7)
+    llmbar_train = llmbar_train[: args.llmbar_train]
+    judgebench, _ = load_pairs(
+        "judgebench", SHARED / "judgebench" / "judgebench_gpt-4o-2024-05-13.jsonl", limit=args.judgebench
+    )
+    warm = synthetic_pairs(warm_draw[0], seed=0)
+    training = [synth_train, llmbar_train, warm]
+    return {
+        "train": write_pairs(work / "data" / "train.jsonl", synth_train + llmbar_train),
+        "eval": {
+            "synthetic": write_pairs(work / "data" / "synthetic_held.jsonl", synth_held),
+            "llmbar-natural": write_pairs(work / "data" / "llmbar_held.jsonl", llmbar_held),
+            "judgebench": write_pairs(work / "data" / "judgebench.jsonl", judgebench),
+        },
+        "check": {
+            "training_pairs": {
+                "synthetic": len(synth_train),
+                "llmbar-natural": len(llmbar_train),
+                "warm start": len(warm),
+            },
+            "evaluation_pairs": {
+                "synthetic": len(synth_held),
+                "llmbar-natural": len(llmbar_held),
+                "judgebench": len(judgebench),
+            },
+            "synthetic_dropped_as_seen_in_training": dropped,
+            "overlap_with_training": {
+                "synthetic": overlap(synth_held, *training),
+                "llmbar-natural": overlap(llmbar_held, *training),
+                "judgebench": overlap(judgebench, *training),
+            },
+        },
+    }
+
+
+def stage(work: Path, name: str, seconds: dict[str, float], run: Any) -> Any:
+    """Run a stage once: its result is saved in WORK/NAME.done.json, and a re-run reads it back."""
+    done = work / f"{name}.done.json"
+    if done.is_file():
+        saved = json.loads(done.read_text())
+        seconds[name] = saved["seconds"]
+        return saved["result"]
+    print(f"\n=== {name}")
+    t0 = time.perf_counter()
+    result = run()
+    seconds[name] = round(time.perf_counter() - t0, 1)
+    done.write_text(json.dumps({"seconds": seconds[name], "result": result}, default=str))
+    return result
+
+
+def curves(folder: Path) -> list[dict[str, Any]]:
+    keys = ("reward_mean", "pref_valid_rate", "refl_valid_rate", "signal_group_rate", "eval_accuracy", "loss")
+    rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    return [{"step": r["step"], **{k: round(r[k], 4) for k in keys if isinstance(r.get(k), float)}} for r in rows]
+
+
+def main() -> None:
+    ap = parser("reproduce", __doc__)
+    ap.add_argument("--base", default="smollm2-135m-instruct")
+    ap.add_argument("--warm-steps", type=int, default=15)
+    ap.add_argument("--synthetic-train", type=int, default=32, help="synthetic training pairs for build_data")
+    ap.add_argument("--llmbar-train", type=int, default=16, help="LLMBar-natural training pairs for build_data")
+    ap.add_argument("--eval-pairs", type=int, default=32, help="held-out pairs per dataset (synthetic, LLMBar)")
+    ap.add_argument("--judgebench", type=int, default=8, help="JudgeBench pairs (held out, reported apart)")
+    ap.add_argument("--n", type=int, default=8, help="judgments per pair (build_data, majority, reflect)")
+    ap.add_argument("--max-new-tokens", type=int, default=128, help="the one judge budget of every stage")
+    ap.add_argument("--rollouts", type=int, default=4, help="GRPO rollouts per prompt (§3: 8; 4 fits 2 cores)")
+    ap.add_argument("--grpo-steps", type=int, default=10)
+    ap.add_argument("--grpo-prompts", type=int, default=2, help="prompts per GRPO step")
+    ap.add_argument("--grpo-lr", type=float, default=5e-6)
+    ap.add_argument("--eval-every", type=int, default=4)
+    ap.add_argument("--curve-pairs", type=int, default=8, help="mix preference rows kept apart for the curves")
+    ap.add_argument("--workdir", default="runs/bench_reproduce")
+    args = parse(ap)
+    from jobs import build_data, evaluate, train
+    from reflectrm.training.warm_start import warm_start
+
+    work = Path(args.workdir).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    cpus = os.cpu_count() or 1
+    ray = [f"ray.num_cpus={cpus}"]
+    budget = f"judge.max_new_tokens={args.max_new_tokens}"
+    seconds: dict[str, float] = {}
+    data = stage(work, "data", seconds, lambda: make_data(work, args))
+    base = stage(
+        work, "warm", seconds, lambda: str(warm_start(args.base, args.warm_steps, work / "warm", lr=2e-5, seed=0))
+    )
+    build = stage(
+        work,
+        "build",
+        seconds,
+        lambda: build_data.main(
+            [
+                "--config", "jobs/configs/build_data.yaml", f"model={base}", "data.format=canonical",
+                f"data.path={data['train']}", f"judge.n={args.n}", "judge.seed=1", budget,
+                f"pool.threads={cpus}", *ray, f"output={work / 'build'}",
+            ]
+        ),
+    )  # fmt: skip
+    trained = {"base": base}
+    arms = {}
+    for name, recipe in (("rft", "rft"), ("unified", "grpo")):
+        arms[name] = stage(
+            work,
+            name,
+            seconds,
+            lambda recipe=recipe, name=name: train.main(
+                [
+                    "--config", f"jobs/configs/{recipe}.yaml", f"model={base}", f"data.path={work / 'build' / 'mix.parquet'}",
+                    f"data.held_out={args.curve_pairs}", f"max_steps={args.grpo_steps}", f"optim.lr={args.grpo_lr}",
+                    f"trainer.prompts_per_worker={args.grpo_prompts}", f"trainer.micro_batch={args.rollouts * args.grpo_prompts}",
+                    "trainer.cpus_per_worker=1", f"trainer.threads={cpus}", f"grpo.n={args.rollouts}",
+                    f"grpo.max_new_tokens={args.max_new_tokens}", f"eval_every={args.eval_every}",
+                    f"eval_max_new_tokens={args.max_new_tokens}", "checkpoint_every=2", "seed=0", *ray,
+                    f"output={work / name}",
+                ]
+            ),
+        )  # fmt: skip
+        trained[name] = arms[name]["export"]
+    datasets = [f"{k}=canonical:{v}" for k, v in data["eval"].items()]  # `judgebench` by name: reported apart
+    results = {}
+    for name in MODELS:
+        results[name] = stage(
+            work,
+            f"eval_{name}",
+            seconds,
+            lambda name=name: evaluate.main(
+                [
+                    "--config", "jobs/configs/evaluate.yaml", f"model={trained[name]}", f"datasets=[{','.join(datasets)}]",
+                    "methods=[greedy,majority,reflect]", f"judge.n={args.n}", budget, "judge.seed=1234", *ray,
+                    f"output={work / f'eval_{name}'}",
+                ]
+            )["results"],
+        )  # fmt: skip
+    table = [
+        {
+            "model": name,
+            "dataset": r["dataset"],
+            "held_out_set": r["held_out"],
+            "method": r["method"],
+            "pairs": r["n_items"],
+            "accuracy": r["accuracy"],
+            "accuracy_ci95": r["accuracy_ci"],
+            "consistency": r["consistency"],
+            "consistency_ci95": r["consistency_ci"],
+            "valid_judgment_rate": r["valid_judgment_rate"],
+        }
+        for name in MODELS
+        for r in results[name]
+    ]
+    report = {
+        "settings": vars(args) | {"cpus": cpus},
+        "held_out_check": data["check"],
+        "seconds": seconds,
+        "total_hours": round(sum(seconds.values()) / 3600, 2),
+        "build_data": {
+            k: build[k] for k in ("items", "too_long", "easy_dropped", "mixed", "preference", "reflection", "mix")
+        },
+        "curves": {name: curves(work / name) for name in arms},
+        "table": table,
+    }
+    write_report(report, args.output)
+    from reflectrm.report import table as text_table
+
+    def fmt(v: Any, ci: Any) -> str:
+        return "-" if v is None else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
+
+    print(
+        text_table(
+            ["model", "dataset", "method", "pairs", "accuracy [95% CI]", "consistency [95% CI]", "valid"],
+            [
+                [t["model"], t["dataset"], t["method"], t["pairs"], fmt(t["accuracy"], t["accuracy_ci95"]),
+                 fmt(t["consistency"], t["consistency_ci95"]), f"{t['valid_judgment_rate']:.2f}"]
+                for t in table
+            ],
+        )
+    )  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
