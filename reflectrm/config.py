@@ -259,6 +259,8 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
 def _coerce(tp: Any, value: Any, where: str) -> Any:
     origin = get_origin(tp)
     if dataclasses.is_dataclass(tp):
+        if isinstance(value, str) and "name" in {f.name for f in dataclasses.fields(tp)}:
+            value = {"name": value}  # `model: tiny-random` is short for `model: {name: tiny-random}`, in every config
         return from_dict(tp, value or {}, where)
     if origin is Literal:
         options = get_args(tp)

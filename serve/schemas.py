@@ -58,11 +58,8 @@ class ServeArgs:
 
     @classmethod
     def parse(cls, args: dict[str, Any] | None) -> "ServeArgs":
-        """From the config's mapping; `model: NAME` is short for `model: {name: NAME}`. Raises ConfigError."""
-        data = dict(args or {})
-        if isinstance(data.get("model"), str):
-            data["model"] = {"name": data["model"]}
-        return from_dict(cls, data)
+        """From the config's mapping (`model: NAME` is short for `model: {name: NAME}`). Raises ConfigError."""
+        return from_dict(cls, dict(args or {}))
 
 
 class ApiError(Exception):

@@ -48,7 +48,7 @@ def test_killed_run_resumes_without_duplicates(ray_local, tmp_path, capsys):
 
     resumed = main(args + [f"output={out}"])
     printed = capsys.readouterr().out
-    assert f"{written} already judged, {24 - written} to go" in printed and "pairs judged" in printed
+    assert f"{written} already judged, {24 - written} to go" in printed and "pairs read" in printed
     ids = [r["id"] for part in (out / "judgments").glob("part-*.parquet") for r in read(part)]
     assert len(ids) == len(set(ids)) == 24
     stats = json.loads((out / "stats.json").read_text())

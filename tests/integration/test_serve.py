@@ -353,8 +353,7 @@ def test_judge_stage2_field_lazy_gives_full_verdicts_over_http(url, ray_local):
 
     deploy(ray_local, {**ARGS, "model": {"name": "tiny-judge", "max_prompt_tokens": 600}, "max_n": 8})
     bodies = [
-        {"prompt": p.prompt[-1].content, "response_1": p.response_1, "response_2": p.response_2}
-        for p in synthetic_pairs(8, seed=21)
+        {"prompt": p.query, "response_1": p.response_1, "response_2": p.response_2} for p in synthetic_pairs(8, seed=21)
     ]
     common = {"mode": "reflect", "n": 6, "max_new_tokens": 64, "seed": 0}
     full = [post(url, "/v1/judge", {**b, **common, "stage2": "full"}).json() for b in bodies]

@@ -100,3 +100,11 @@ def test_a_section_name_shorthand():
 
     cfg = load_config(C, None, ["model=tiny-random", "model.dtype=float32", "output=y"])
     assert cfg.model.name == "tiny-random" and cfg.model.dtype == "float32" and cfg.output == "y"
+
+
+def test_a_named_section_given_as_a_string_in_any_mapping():
+    from jobs.ray_scoring import ScoreConfig
+    from reflectrm.config import from_dict
+
+    cfg = from_dict(ScoreConfig, {"model": "tiny-random", "judge": {"n": 2}})
+    assert cfg.model.name == "tiny-random" and cfg.model.engine == "auto" and cfg.judge.n == 2
