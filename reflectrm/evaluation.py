@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from reflectrm.data.loaders import load_pairs, parse_dataset_spec
+from reflectrm.inference import ABLATIONS
 from reflectrm.metrics import accuracy, bootstrap_ci, consistency, flip_rate, invalid_rate, section_weighted
 from reflectrm.records import PreferencePair
 from reflectrm.report import table
-from reflectrm.inference import ABLATIONS
 from reflectrm.scoring import make_item, stage2_rates
 
 METHODS = ("greedy", "majority", "reflect")  # what an evaluation runs by default
@@ -84,9 +84,8 @@ def metrics_for(rows: list[dict[str, Any]], method: str, column: str, swap: bool
     preds = [given[i][column] for i in ids]
     preds_sw = [swapped[i][column] for i in ids] if swap else []
     two_stage = method in ("reflect", *ABLATION_METHODS)
-    stage1_only = not two_stage
-    tokens = [r["stage1_completion_tokens"] if stage1_only else r["completion_tokens"] for r in rows]
-    prompt_tokens = [r["stage1_prompt_tokens"] if stage1_only else r["prompt_tokens"] for r in rows]
+    tokens = [r["completion_tokens"] if two_stage else r["stage1_completion_tokens"] for r in rows]
+    prompt_tokens = [r["prompt_tokens"] if two_stage else r["stage1_prompt_tokens"] for r in rows]
     out: dict[str, Any] = {
         "n_items": len(ids),
         "accuracy": accuracy(preds, labels),

@@ -56,8 +56,8 @@ def generation_from_json(text: str) -> Generation:
 def run_stage1(engine: Engine, steps: Steps, items: Sequence[Row]) -> list[Row]:
     """Stage 1 for a batch of items: their N judgments, in one engine call."""
     pairs = [pair_from_row(json.loads(it["pair"])) for it in items]
-    requests = [steps.for_mode(it["mode"])[0].begin(p, steps.for_mode(it["mode"])[1]) for p, it in zip(pairs, items)]
-    gens, errors = generate_each(engine, requests)
+    own = [steps.for_mode(it["mode"]) for it in items]  # an ablation mode: reflect with its setting changed
+    gens, errors = generate_each(engine, [its.begin(p, mode) for p, (its, mode) in zip(pairs, own)])
     return [
         {
             **it,
