@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,27 @@ def stage(work: Path, name: str, seconds: dict[str, float], run: Any) -> Any:
     return result
 
 
+def check_settings(work: Path, args: Any) -> None:
+    """A workdir holds one run's stages: a re-run with other settings would mix them, so it stops with
+    exit 2 and names what differs (--fresh empties the workdir first)."""
+    settings = {k: v for k, v in vars(args).items() if k not in ("output", "workdir", "fresh")}
+    record = work / "settings.json"
+    if args.fresh and work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    if record.is_file():
+        old = json.loads(record.read_text())
+        differ = [f"--{k.replace('_', '-')}: {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v]
+        if differ:
+            print(
+                f"reproduce: {work} holds a run made with other settings ({'; '.join(differ)}); resuming would mix "
+                "them: add --fresh to start afresh, or choose another --workdir",
+                file=sys.stderr,
+            )
+            raise SystemExit(2)
+    record.write_text(json.dumps(settings, indent=2))
+
+
 def curves(folder: Path) -> list[dict[str, Any]]:
     keys = ("reward_mean", "pref_valid_rate", "refl_valid_rate", "signal_group_rate", "eval_accuracy", "loss")
     rows = [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -124,12 +147,13 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--curve-pairs", type=int, default=8, help="mix preference rows kept apart for the curves")
     ap.add_argument("--workdir", default="runs/bench_reproduce")
+    ap.add_argument("--fresh", action="store_true", help="drop what --workdir holds and start afresh")
     args = parse(ap)
     from jobs import build_data, evaluate, train
     from reflectrm.training.warm_start import warm_start
 
     work = Path(args.workdir).resolve()
-    work.mkdir(parents=True, exist_ok=True)
+    check_settings(work, args)
     cpus = os.cpu_count() or 1
     ray = [f"ray.num_cpus={cpus}"]
     budget = f"judge.max_new_tokens={args.max_new_tokens}"
