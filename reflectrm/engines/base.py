@@ -27,10 +27,13 @@ class SamplingParams:
     # Non-empty: no decoding. One prefill, then the choice whose first token the model rates highest
     # is the one completion (its text, that token, its log-prob); n, temperature and stop do not apply.
     choices: tuple[str, ...] = ()
+    top_logprobs: int = 0  # > 0: also the k most likely tokens at each generated position (OpenAI's top_logprobs)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1:
             raise ValueError(f"n and max_new_tokens must be >= 1, got n={self.n}, max_new_tokens={self.max_new_tokens}")
+        if self.top_logprobs < 0:
+            raise ValueError(f"top_logprobs must be >= 0, got {self.top_logprobs}")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class GenerationRequest:
     messages: tuple[Message, ...]
     params: SamplingParams = field(default_factory=SamplingParams)
     assistant_prefix: str = ""  # the start of the assistant's turn, already written (after the chat template's prompt)
+    prompt_text: str | None = None  # a raw prompt with no chat template (OpenAI's /v1/completions); messages are ()
 
 
 def choice_split(tokenizer: Any, choices: Sequence[str]) -> tuple[list[int], list[int]]:
@@ -58,6 +62,8 @@ class Completion:
     token_ids: tuple[int, ...]
     logprobs: tuple[float, ...]  # log-probability of each generated token under the model (temperature 1)
     finish_reason: Literal["stop", "length"]
+    # With params.top_logprobs = k: at each generated position, the k most likely (token id, log-prob), best first.
+    top_logprobs: tuple[tuple[tuple[int, float], ...], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -93,6 +99,17 @@ class Engine(Protocol):
         """Prompt tokens after the chat template (for limits and usage)."""
         ...
 
+    def count_text_tokens(self, text: str) -> int:
+        """Tokens of a raw prompt (GenerationRequest.prompt_text), as the engine encodes it."""
+        ...
+
+
+def prompt_tokens(engine: Engine, request: GenerationRequest) -> int:
+    """The request's prompt tokens as `engine` counts them: its raw text, or its chat-templated messages."""
+    if request.prompt_text is not None:
+        return engine.count_text_tokens(request.prompt_text)
+    return engine.count_tokens(request.messages)
+
 
 def generate_each(
     engine: Engine, requests: Sequence[GenerationRequest]
@@ -103,7 +120,7 @@ def generate_each(
         return list(engine.generate(requests)), [None] * len(requests)
     except PromptTooLongError as err:
         limit = err.limit
-    counts = [engine.count_tokens(r.messages) for r in requests]
+    counts = [prompt_tokens(engine, r) for r in requests]
     fits = [i for i, c in enumerate(counts) if c <= limit]
     gens: list[Generation | None] = [None] * len(requests)
     errors = [PromptTooLongError(c, limit) if c > limit else None for c in counts]

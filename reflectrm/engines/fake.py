@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError
+from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, prompt_tokens
 from reflectrm.records import Message
 
 Script = Callable[[GenerationRequest, int], "str | Completion"]
@@ -32,8 +32,11 @@ class FakeEngine:
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         return sum(len(m.content.split()) + 2 for m in messages)
 
+    def count_text_tokens(self, text: str) -> int:
+        return len(text.split())
+
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        over = [self.count_tokens(r.messages) for r in requests if self.max_prompt_tokens]
+        over = [prompt_tokens(self, r) for r in requests if self.max_prompt_tokens]
         if over and max(over) > self.max_prompt_tokens:  # type: ignore[operator]
             raise PromptTooLongError(max(over), self.max_prompt_tokens)  # type: ignore[arg-type]
         self.calls.append(list(requests))
@@ -43,5 +46,5 @@ class FakeEngine:
             for k in range(req.params.n):
                 got = self.script(req, k)
                 comps.append(got if isinstance(got, Completion) else completion(got))
-            out.append(Generation(self.count_tokens(req.messages), tuple(comps)))
+            out.append(Generation(prompt_tokens(self, req), tuple(comps)))
         return out

@@ -52,6 +52,7 @@ class _Row:
     generator: torch.Generator | None
     ids: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
+    top: list[tuple[tuple[int, float], ...]] = field(default_factory=list)  # params.top_logprobs > 0
     finish: str | None = None
 
 
@@ -116,10 +117,16 @@ class HFEngine:
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         return len(self.encode(messages))
 
+    def count_text_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
     # ------------------------------------------------------------------ generation
 
     def prompt_ids(self, req: GenerationRequest) -> list[int]:
-        """The request's prompt tokens: its chat-templated messages, then its assistant prefix."""
+        """The request's prompt tokens: its chat-templated messages, then its assistant prefix (or its raw
+        prompt_text, encoded as the tokenizer does by default, special tokens included)."""
+        if req.prompt_text is not None:
+            return self.tokenizer(req.prompt_text)["input_ids"]
         ids = self.encode(req.messages)
         if req.assistant_prefix:
             ids = ids + self.tokenizer(req.assistant_prefix, add_special_tokens=False)["input_ids"]
@@ -192,7 +199,7 @@ class HFEngine:
             at = text.find(stop)
             if at >= 0:
                 text = text[: at + len(stop)]
-        return Completion(text, tuple(row.ids), tuple(row.logprobs), row.finish or "length")  # type: ignore[arg-type]
+        return Completion(text, tuple(row.ids), tuple(row.logprobs), row.finish or "length", tuple(row.top))  # type: ignore[arg-type]
 
     @torch.inference_mode()
     def _run_chunk(
@@ -234,12 +241,18 @@ class HFEngine:
         max_steps = max(p.max_new_tokens for p in params)
         while active and step < max_steps:
             tokens = self._choose(logits, [rows[a] for a in active], temps, top_ps)
-            logp = torch.log_softmax(logits, dim=-1).gather(1, tokens[:, None])[:, 0].tolist()
+            all_logp = torch.log_softmax(logits, dim=-1)
+            logp = all_logp.gather(1, tokens[:, None])[:, 0].tolist()
+            k_top = max(params[a].top_logprobs for a in active)
+            top = all_logp.topk(k_top, dim=-1) if k_top else None
             keep = []
             for j, a in enumerate(active):
                 row, tok = rows[a], int(tokens[j])
                 row.ids.append(tok)
                 row.logprobs.append(logp[j])
+                if top is not None and params[a].top_logprobs:
+                    k = params[a].top_logprobs
+                    row.top.append(tuple(zip(top.indices[j, :k].tolist(), top.values[j, :k].tolist())))
                 if tok in self.eos_ids or self._hit_stop(row, params[a].stop):
                     row.finish = "stop"
                 elif len(row.ids) >= params[a].max_new_tokens:

@@ -166,6 +166,9 @@ class VLLMEngine:
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         return len(self.encode(messages))
 
+    def count_text_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text)["input_ids"])
+
     # ------------------------------------------------------------------ generation
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -174,7 +177,11 @@ class VLLMEngine:
 
         prompts, params = [], []
         for req in requests:
-            ids = self.encode(req.messages)
+            ids = (
+                self.tokenizer(req.prompt_text)["input_ids"]
+                if req.prompt_text is not None
+                else self.encode(req.messages)
+            )
             if req.assistant_prefix:
                 ids = ids + self.tokenizer(req.assistant_prefix, add_special_tokens=False)["input_ids"]
             if len(ids) > self.max_prompt_tokens:
@@ -197,12 +204,12 @@ class VLLMEngine:
                     seed=p.seed if p.temperature > 0 else None,
                     stop=list(p.stop),
                     include_stop_str_in_output=True,
-                    logprobs=0,  # the chosen token's log-prob only
+                    logprobs=p.top_logprobs,  # the chosen token's log-prob, and the k most likely where asked
                     skip_special_tokens=True,
                 )
             )
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        gens = [self._generation(out) for out in outputs]
+        gens = [self._generation(out, r.params.top_logprobs) for out, r in zip(outputs, requests)]
         for i, req in enumerate(requests):
             if req.params.choices:  # the chosen token's choice as the completion's text
                 _, allowed = choice_split(self.tokenizer, req.params.choices)
@@ -214,11 +221,16 @@ class VLLMEngine:
         return gens
 
     @staticmethod
-    def _generation(out: Any) -> Generation:
+    def _generation(out: Any, k: int = 0) -> Generation:
         comps = []
         for c in sorted(out.outputs, key=lambda c: c.index):
             ids = tuple(int(t) for t in c.token_ids)
             logprobs = tuple(float(step[t].logprob) for step, t in zip(c.logprobs or [], ids))
             finish = "stop" if c.finish_reason == "stop" else "length"
-            comps.append(Completion(c.text, ids, logprobs, finish))
+            top = tuple(
+                tuple((int(t), float(v.logprob)) for t, v in sorted(step.items(), key=lambda kv: kv[1].rank or 0)
+                      if v.rank is not None and 1 <= v.rank <= k)
+                for step in (c.logprobs or [])
+            ) if k else ()  # fmt: skip
+            comps.append(Completion(c.text, ids, logprobs, finish, top))
         return Generation(len(out.prompt_token_ids), tuple(comps), tuple(out.prompt_token_ids))

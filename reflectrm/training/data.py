@@ -64,10 +64,29 @@ def load_rows(
     held_ids = {r["id"] for r in pref[: data.held_out]}
     held = [r for r in pref if r["id"] in held_ids]
     train = [r for r in rows if r["id"] not in held_ids]
-    random.Random(derive_seed(seed, "order")).shuffle(train)
+    train = interleave(train, derive_seed(seed, "order"))
     if data.limit is not None:
         train = train[: data.limit]
     return [_clean(r) for r in train], [_clean(r) for r in held], notes
+
+
+def interleave(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
+    """The rows in a seeded random order within each task, the tasks spread evenly: every prefix keeps
+    the mix's ratio (4:1 gives one critique item in each run of five), so a short run, or any step of a
+    long one, trains on both tasks as the mix says, rather than on what a plain shuffle happened to
+    put first."""
+    rng = random.Random(seed)
+    groups = [[r for r in rows if r["task"] == task] for task in ("response", "critique")]
+    for g in groups:
+        rng.shuffle(g)
+    groups = [g for g in groups if g]
+    out: list[dict[str, Any]] = []
+    taken = [0] * len(groups)
+    while len(out) < len(rows):  # the task furthest behind its share goes next (ties: the preference task)
+        k = min(range(len(groups)), key=lambda i: ((taken[i] + 0.5) / len(groups[i]), i))
+        out.append(groups[k][taken[k]])
+        taken[k] += 1
+    return out
 
 
 def sft_target_row(pair: PreferencePair, seed: int, critique: bool = False) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 
 import pytest
 
@@ -25,3 +26,41 @@ def ray_local():
     )  # as the jobs' embedded Ray does
     yield ray
     ray.shutdown()
+
+
+# The Serve app on tiny-random, as the HTTP tests deploy it (test_serve.py, test_clients.py).
+SERVE_ARGS = {
+    "model": {"name": "tiny-random", "max_prompt_tokens": 600},
+    "judge": {"n": 3, "max_new_tokens": 8, "seed": 0},
+    "max_n": 4,
+    "max_new_tokens_cap": 64,
+    "stage1": {"max_batch_size": 16, "threads": 1},
+    "stage2": {"max_batch_size": 16, "threads": 1},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def deploy(args: dict = SERVE_ARGS) -> None:
+    """(Re)deploy the app: the same name and route, so the running proxy serves the new version."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    serve.run(build_app(args), name="reflectrm", route_prefix="/")
+
+
+def serve_app(ray_local):
+    """A module fixture's body: Serve on a free port of 127.0.0.1 with the app; shut down after the module
+    (replicas hold CPUs that the Ray job tests need on 2 cores)."""
+    from ray import serve
+
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    deploy()
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()

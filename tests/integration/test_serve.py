@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import time
 
 import httpx
@@ -12,16 +11,10 @@ import pytest
 
 from reflectrm.models import load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
+from tests.integration.conftest import SERVE_ARGS, deploy, serve_app
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
-ARGS = {
-    "model": {"name": "tiny-random", "max_prompt_tokens": 600},
-    "judge": {"n": 3, "max_new_tokens": 8, "seed": 0},
-    "max_n": 4,
-    "max_new_tokens_cap": 64,
-    "stage1": {"max_batch_size": 16, "threads": 1},
-    "stage2": {"max_batch_size": 16, "threads": 1},
-}
+ARGS = SERVE_ARGS
 JUDGE_FIELDS = {
     "id",
     "preferred",
@@ -37,29 +30,9 @@ JUDGE_FIELDS = {
 OK = {"prompt": "Say hi.", "response_1": "hi", "response_2": "HELLO THERE"}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def deploy(ray_local, args=ARGS):
-    from ray import serve
-
-    from serve.app import build_app
-
-    serve.run(build_app(args), name="reflectrm", route_prefix="/")
-
-
 @pytest.fixture(scope="module")
 def url(ray_local):
-    from ray import serve
-
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    deploy(ray_local)
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
+    yield from serve_app(ray_local)
 
 
 def post(url, path, body, **kw):
@@ -73,7 +46,9 @@ def test_health_models_and_openapi(url):
     assert httpx.get(url + "/healthz").json() == {"status": "ok", "model": "tiny-random"}
     assert httpx.get(url + "/v1/models").json()["data"][0]["id"] == "tiny-random"
     paths = httpx.get(url + "/openapi.json").json()["paths"]
-    assert {"/v1/judge", "/get_reward", "/v1/chat/completions", "/healthz", "/v1/models"} <= set(paths)
+    assert {
+        "/v1/judge", "/v1/rank", "/get_reward", "/v1/chat/completions", "/v1/completions", "/healthz", "/v1/models"
+    } <= set(paths)  # fmt: skip
 
 
 def test_judge_returns_the_cli_json_with_a_request_id(url):
@@ -163,38 +138,6 @@ def test_get_reward_one_sample_per_request_many_at_once(url):
     assert all(len(r.json()["rewards"]) == 1 for r in responses)
 
 
-def test_openai_client_chat_completions(url):
-    from openai import OpenAI
-
-    client = OpenAI(base_url=url + "/v1", api_key="unused")
-    out = client.chat.completions.create(
-        model="tiny-random", messages=[{"role": "user", "content": "Hello"}], max_tokens=5, temperature=0, n=2
-    )
-    assert (
-        len(out.choices) == 2
-        and isinstance(out.choices[0].message.content, str)
-        and out.choices[0].message.role == "assistant"
-    )
-    assert out.choices[0].finish_reason in ("stop", "length") and 0 < out.usage.completion_tokens <= 10
-    assert out.choices[0].message.content == out.choices[1].message.content  # temperature 0: greedy, both the same
-
-
-def test_trainer_integrations_call_the_service(url, monkeypatch):
-    from reflectrm.integrations import trl, verl
-
-    monkeypatch.setenv("REFLECTRM_URL", url)
-    got = verl.compute_score("gsm8k", "4", "The answer is 4.", {"prompt": "What is 2 + 2?"})
-    assert -1.0 <= got["score"] <= 1.0 and got["score"] == pytest.approx(2 * got["prob_better"] - 1)
-    rewards = trl.reward_func(
-        ["What is 2 + 2?", [{"role": "user", "content": "Hi"}]],
-        ["4", [{"role": "assistant", "content": "Hello"}]],
-        reference=["4", None],
-    )
-    assert len(rewards) == 2 and -1.0 <= rewards[0] <= 1.0 and rewards[1] is None
-    with pytest.raises(ValueError, match="extra_info.prompt"):
-        verl.compute_score("gsm8k", "4", "4", {})
-
-
 # --------------------------------------------------------------------------- bad input: 4xx with a JSON body, service alive
 
 LONG = "word " * 2000
@@ -259,14 +202,44 @@ BAD = [
     ("reward", [1], 422, "body"),
     ("chat", {}, 422, "messages"),
     ("chat", {"messages": []}, 422, "messages"),
-    ("chat", {"messages": [{"role": "user", "content": "hi"}], "stream": True}, 400, "stream"),
     ("chat", {"messages": [{"role": "user", "content": "hi"}], "temperature": 5}, 422, "temperature"),
     ("chat", {"messages": [{"role": "user", "content": "hi"}], "n": 50}, 422, "n"),
-    ("chat", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 100000}, 422, "max_tokens"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 0}, 422, "max_tokens"),
+    ("chat", {"messages": [{"role": "user", "content": "hi"}], "top_logprobs": 2}, 422, "top_logprobs"),
+    (
+        "chat",
+        {"messages": [{"role": "user", "content": "hi"}], "logprobs": True, "top_logprobs": 99},
+        422,
+        "top_logprobs",
+    ),
+    ("chat", {"messages": [{"role": "robot", "content": "hi"}]}, 422, "messages.0.role"),
+    ("chat", {"messages": [{"role": "tool", "content": None}]}, 422, "messages.0.content"),
+    ("chat", [], 422, "body"),
+    ("completions", {}, 422, "prompt"),
+    ("completions", {"prompt": []}, 422, "prompt"),
+    ("completions", {"prompt": 7}, 422, "prompt"),
+    ("completions", {"prompt": "hi", "echo": True, "logprobs": 1}, 422, "echo"),
+    ("completions", {"prompt": "hi", "n": 9}, 422, "n"),
+    ("completions", {"prompt": ["a", LONG]}, 413, "prompt.1"),
+    ("rank", {"prompt": "q"}, 422, "responses"),
+    ("rank", {"prompt": "q", "responses": ["only one"]}, 422, "responses"),
+    ("rank", {"prompt": "q", "responses": ["a"] * 17}, 422, "responses"),
+    ("rank", {"responses": ["a", "b"]}, 422, "prompt"),
+    ("rank", {"prompt": "q", "responses": ["a", "b"], "scheme": "swiss"}, 422, "scheme"),
+    ("rank", {"prompt": "q", "responses": ["a", "b"], "method": "elo"}, 422, "method"),
+    ("rank", {"prompt": "q", "responses": ["a", 3]}, 422, "responses.1"),
+    ("nowhere", {}, 404, "path"),
     ("chat", {"messages": [{"role": "user", "content": LONG}]}, 413, "messages"),
     ("chat", {"messages": [{"role": "user", "content": "hi"}], "top_p": 0}, 422, "top_p"),
 ]
-PATHS = {"judge": "/v1/judge", "reward": "/get_reward", "chat": "/v1/chat/completions"}
+PATHS = {
+    "judge": "/v1/judge",
+    "reward": "/get_reward",
+    "chat": "/v1/chat/completions",
+    "completions": "/v1/completions",
+    "rank": "/v1/rank",
+    "nowhere": "/v1/nowhere",
+}
 
 
 def test_bad_input_gets_4xx_json_naming_the_field_and_the_fix(url):
@@ -281,6 +254,9 @@ def test_bad_input_gets_4xx_json_naming_the_field_and_the_fix(url):
             or err.get("field") != field
             or not err.get("fix")
             or not err.get("message")
+            or err.get("code") != status  # OpenAI's error shape too: message, type, param, code
+            or not err.get("type")
+            or err.get("param") != field
             or "request_id" not in r.json()
         ):
             failures.append((endpoint, str(body)[:60], r.status_code, r.text[:200]))
@@ -351,7 +327,7 @@ def test_judge_stage2_field_lazy_gives_full_verdicts_over_http(url, ray_local):
     redeploys the app; the next test redeploys again."""
     from reflectrm.data.synthetic import synthetic_pairs
 
-    deploy(ray_local, {**ARGS, "model": {"name": "tiny-judge", "max_prompt_tokens": 600}, "max_n": 8})
+    deploy({**ARGS, "model": {"name": "tiny-judge", "max_prompt_tokens": 600}, "max_n": 8})
     bodies = [
         {"prompt": p.query, "response_1": p.response_1, "response_2": p.response_2} for p in synthetic_pairs(8, seed=21)
     ]
@@ -372,7 +348,7 @@ def test_bearer_token_auth_and_reward_in_both_orders(url, ray_local, monkeypatch
     """Last in the module (it leaves the app token-protected): redeploys with a token required and
     /get_reward judging both orders."""
     monkeypatch.setenv("REFLECTRM_API_TOKEN", "s3cret")
-    deploy(ray_local, {**ARGS, "reward_both_orders": True})
+    deploy({**ARGS, "reward_both_orders": True})
     try:
         assert httpx.get(url + "/healthz").status_code == 200  # health stays open for load balancers
         r = post(url, "/v1/judge", OK)

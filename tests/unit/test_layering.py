@@ -17,7 +17,14 @@ JOBS = ("build_data", "train", "score", "evaluate", "main")  # the entries; the 
 
 # The library's layers, lowest first: a module may import its own layer and those below it.
 LAYERS = (
-    ("reflectrm.config", "reflectrm.records", "reflectrm.report", "reflectrm.rewards", "reflectrm.metrics"),
+    (
+        "reflectrm.config",
+        "reflectrm.records",
+        "reflectrm.report",
+        "reflectrm.rewards",
+        "reflectrm.metrics",
+        "reflectrm.ranking",
+    ),
     ("reflectrm.prompts", "reflectrm.parsing", "reflectrm.protocols", "reflectrm.requests"),
     ("reflectrm.models", "reflectrm.engines.base"),
     ("reflectrm.engines",),

@@ -1,0 +1,147 @@
+"""The reward routes: OpenRLHF's /get_reward (against a reference answer, or ranked within its
+prompt's group when there is none) and /v1/rank (group-wise judging). A mixin of the Ingress
+(serve/ingress.py), whose plumbing (`_judge`, `_check_tokens`, `_caps`, `_authorize`) it uses; the
+ranking and the reward arithmetic are the library's (reflectrm.ranking, reflectrm.rewards)."""
+
+# No `from __future__ import annotations`: FastAPI must see real types on the route methods.
+import asyncio
+import dataclasses
+import hashlib
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import Request
+
+from reflectrm.config import JudgeConfig
+from reflectrm.prompts import response_prompt
+from reflectrm.protocols import read_reward_request, read_reward_sample
+from reflectrm.ranking import comparisons, group_scores
+from reflectrm.records import Message, PreferencePair
+from reflectrm.requests import context_from
+from reflectrm.rewards import NEUTRAL_SCORE, both_orders_score, reward_from_score
+from serve.http import FIXES, ApiError, app, request_id
+from serve.schemas import RankRequest, chat_messages
+
+log = logging.getLogger("ray.serve")
+FLAGS = ("no_reference", "error", "valid_rate", "grouped")  # /get_reward's extra_logs, one value per sample
+
+
+class RewardRoutes:
+    async def _rank(
+        self, context: tuple[Message, ...], responses: list[str], scheme: str, method: str, mode: str, cfg: JudgeConfig
+    ) -> tuple[list[float], list[dict[str, Any]]]:
+        """The responses judged against each other (reflectrm.ranking): one score each, and each judgment."""
+        pairs = comparisons(len(responses), scheme)  # type: ignore[arg-type]
+        results = await asyncio.gather(
+            *(self._judge(PreferencePair("", context, responses[i], responses[j]), mode, cfg) for i, j in pairs)
+        )
+        scores = group_scores(len(responses), [(i, j, r.score) for (i, j), r in zip(pairs, results)], method)  # type: ignore[arg-type]
+        traces = [
+            {"response_1": i, "response_2": j, "preferred": None if r.preferred is None else (i, j)[r.preferred - 1],
+             "score": r.score, "valid_rate": r.valid_rate, "result": r.to_dict()}
+            for (i, j), r in zip(pairs, results)
+        ]  # fmt: skip
+        return scores, traces
+
+    async def _rank_for_reward(self, context: tuple[Message, ...], responses: list[str]) -> list[tuple[float, float]]:
+        """/get_reward's groups (args.reward_groups): (score, valid rate of its judgments) per response."""
+        g = self.args.reward_groups
+        scores, traces = await self._rank(
+            context, responses, g.scheme, g.method, self.args.reward_mode, self.args.judge
+        )
+        valid = [
+            [t["valid_rate"] for t in traces if k in (t["response_1"], t["response_2"])] for k in range(len(responses))
+        ]
+        return [(s, sum(v) / len(v) if v else 0.0) for s, v in zip(scores, valid)]
+
+    @app.post("/get_reward")
+    async def get_reward(self, request: Request) -> dict[str, Any]:
+        """OpenRLHF's remote reward protocol: {query, prompts, labels} -> {rewards, scores, extra_logs}."""
+        self._authorize(request)
+        t0 = time.perf_counter()
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(400, "body", "the body is not valid JSON", FIXES["json_invalid"]) from None
+        samples = read_reward_request(body)
+        if not samples:
+            return {"rewards": [], "scores": [], "extra_logs": {}}
+        results = await asyncio.gather(*(self._reward_one(q, p, lab) for q, p, lab in samples))
+        scores = [r[0] for r in results]
+        extra_logs = {k: [float(r[1].get(k, 0)) for r in results] for k in FLAGS}
+        self.m_latency.observe(time.perf_counter() - t0, tags={"endpoint": "get_reward"})
+        return {"rewards": [reward_from_score(s) for s in scores], "scores": scores, "extra_logs": extra_logs}
+
+    async def _reward_one(self, query: Any, prompt: Any, label: Any) -> tuple[float, dict[str, float]]:
+        """(score, flags) for one sample. Never raises: a bad sample gets the neutral score and a flag.
+        With no reference it is ranked within its prompt's group when args.reward_groups is on."""
+        sample = read_reward_sample(query, prompt, label)
+        if sample.problem:
+            return NEUTRAL_SCORE, {"error": 1}
+        mode, cfg = self.args.reward_mode, self.args.judge
+        try:
+            if sample.reference is None:
+                if self.groups is None:
+                    return NEUTRAL_SCORE, {"no_reference": 1}
+                self._check_tokens(
+                    response_prompt(
+                        PreferencePair("", sample.context, sample.response, sample.response), self.args.prompt
+                    ),
+                    "query",
+                )
+                key = hashlib.sha256(json.dumps([m.to_dict() for m in sample.context]).encode()).hexdigest()
+                got = await self.groups.score(key, sample.context, sample.response)
+                if got is None:  # the group closed with this response alone: nothing to compare with
+                    return NEUTRAL_SCORE, {"no_reference": 1, "grouped": 1}
+                return got[0], {"valid_rate": got[1], "grouped": 1}
+            pair = PreferencePair("", sample.context, sample.response, sample.reference)
+            self._check_tokens(response_prompt(pair, self.args.prompt), "query")
+            if not self.args.reward_both_orders:
+                result = await self._judge(pair, mode, cfg)
+                return result.score, {"valid_rate": result.valid_rate}
+            given, swapped = await asyncio.gather(self._judge(pair, mode, cfg), self._judge(pair.swapped(), mode, cfg))
+            return both_orders_score(given.score, swapped.score), {
+                "valid_rate": (given.valid_rate + swapped.valid_rate) / 2
+            }
+        except Exception as err:  # noqa: BLE001 (one bad sample never fails the others: OpenRLHF drops failed requests)
+            log.warning("get_reward: a sample failed (%s); neutral score", type(err).__name__)
+            return NEUTRAL_SCORE, {"error": 1}
+
+    @app.post("/v1/rank")
+    async def rank(self, body: RankRequest, request: Request) -> dict[str, Any]:
+        """Group-wise judging with no reference: each response against the others (circular: each with the
+        next, both orders, 2G judgments; all_pairs: G(G-1)), one score per response (win rate or Bradley-Terry)."""
+        self._authorize(request)
+        t0 = time.perf_counter()
+        messages = None if body.messages is None else [m.to_dict() for m in chat_messages(body.messages)]
+        context = context_from(body.prompt, messages)
+        if len(body.responses) > self.args.max_group:
+            raise ApiError(
+                422, "responses", f"{len(body.responses)} responses; this server ranks at most {self.args.max_group}",
+                f"send at most {self.args.max_group} responses (max_group)",
+            )  # fmt: skip
+        self._caps(body.n, body.max_new_tokens)
+        j = self.args.judge
+        cfg = dataclasses.replace(
+            j,
+            n=body.n or j.n,
+            max_new_tokens=body.max_new_tokens or j.max_new_tokens,
+            seed=j.seed if body.seed is None else body.seed,
+        )
+        longest = max(body.responses, key=len)
+        self._check_tokens(
+            response_prompt(PreferencePair("", context, longest, longest), self.args.prompt), "responses"
+        )
+        scores, traces = await self._rank(context, list(body.responses), body.scheme, body.method, body.mode, cfg)
+        self.m_latency.observe(time.perf_counter() - t0, tags={"endpoint": "rank"})
+        return {
+            "scores": scores,
+            "rewards": [reward_from_score(s) for s in scores],
+            "scheme": body.scheme,
+            "method": body.method,
+            "judgments": len(traces),
+            "comparisons": traces,
+            "request_id": request_id(request),
+        }
