@@ -127,6 +127,18 @@ class Ingress(OpenAIRoutes, RewardRoutes):
                 401, "Authorization", "missing or wrong bearer token", "send the header Authorization: Bearer <token>"
             )
 
+    def _judge_config(self, body: Any) -> JudgeConfig:
+        """The server's judge settings with what a request (/v1/judge, /v1/rank) may set, within the caps."""
+        self._caps(body.n, body.max_new_tokens)
+        j = self.args.judge
+        return dataclasses.replace(
+            j,
+            n=body.n or j.n,
+            max_new_tokens=body.max_new_tokens or j.max_new_tokens,
+            seed=j.seed if body.seed is None else body.seed,
+            stage2=getattr(body, "stage2", None) or j.stage2,
+        )
+
     async def _judge(self, pair: PreferencePair, mode: str, cfg: JudgeConfig) -> JudgeResult:
         return await ajudge(Steps(cfg, self.args.prompt), pair, mode, self._stage1, self._stage2)  # type: ignore[arg-type]
 
@@ -150,15 +162,7 @@ class Ingress(OpenAIRoutes, RewardRoutes):
         t0 = time.perf_counter()
         messages = None if body.messages is None else [m.to_dict() for m in chat_messages(body.messages)]
         pair = pair_from_request(body.prompt, messages, body.response_1, body.response_2)
-        self._caps(body.n, body.max_new_tokens)
-        j = self.args.judge
-        cfg = dataclasses.replace(
-            j,
-            n=body.n or j.n,
-            max_new_tokens=body.max_new_tokens or j.max_new_tokens,
-            seed=j.seed if body.seed is None else body.seed,
-            stage2=body.stage2 or j.stage2,
-        )
+        cfg = self._judge_config(body)
         self._check_tokens(response_prompt(pair, self.args.prompt), "prompt")
         if body.swap:
             given, swapped = await asyncio.gather(

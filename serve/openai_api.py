@@ -83,11 +83,19 @@ def usage(gens: list[Generation]) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def envelope(
+    rid: str, kind: str, model: str, choices: list[dict[str, Any]], gens: list[Generation], notes: list[str]
+) -> dict[str, Any]:
+    """An OpenAI response object around its choices. `notes` (a clamped max_tokens, say) go in `warnings`,
+    a field OpenAI clients ignore and people can read."""
+    out = {"id": rid, "object": kind, "created": int(time.time()), "model": model, "choices": choices}
+    return out | {"usage": usage(gens)} | ({"warnings": notes} if notes else {})
+
+
 def chat_response(
     gen: Generation, model: str, rid: str, text: TokenText, logprobs: bool, notes: list[str]
 ) -> dict[str, Any]:
-    """OpenAI's chat.completion object for one generation. `notes` (e.g. a clamped max_tokens) go in
-    `warnings`, a field OpenAI clients ignore and people can read."""
+    """OpenAI's chat.completion object for one generation."""
     choices = [
         {
             "index": i,
@@ -97,15 +105,7 @@ def chat_response(
         }
         for i, c in enumerate(gen.completions)
     ]
-    out = {
-        "id": f"chatcmpl-{rid}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage([gen]),
-    }
-    return out | ({"warnings": notes} if notes else {})
+    return envelope(f"chatcmpl-{rid}", "chat.completion", model, choices, [gen], notes)
 
 
 def completion_response(
@@ -125,15 +125,7 @@ def completion_response(
                     "finish_reason": c.finish_reason,
                 }
             )
-    out = {
-        "id": f"cmpl-{rid}",
-        "object": "text_completion",
-        "created": int(time.time()),
-        "model": model,
-        "choices": choices,
-        "usage": usage(gens),
-    }
-    return out | ({"warnings": notes} if notes else {})
+    return envelope(f"cmpl-{rid}", "text_completion", model, choices, gens, notes)
 
 
 def sse(obj: Any) -> str:

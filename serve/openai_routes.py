@@ -16,6 +16,19 @@ from serve.openai_api import chat_response, chat_stream, completion_response, co
 from serve.schemas import ChatRequest, CompletionRequest, chat_messages
 
 
+def sampling(body: ChatRequest | CompletionRequest, max_tokens: int, top_logprobs: int) -> SamplingParams:
+    """An OpenAI body's sampling settings (its own stop strings only: no judge's </Result>)."""
+    return SamplingParams(
+        n=body.n,
+        temperature=float(body.temperature),
+        top_p=float(body.top_p),
+        max_new_tokens=max_tokens,
+        seed=body.seed,
+        stop=(body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ()),
+        top_logprobs=top_logprobs,
+    )
+
+
 class OpenAIRoutes:
     def _check_text_tokens(self, text: str, field: str) -> None:
         tokens, limit = len(self.tokenizer(text)["input_ids"]), self.args.model.max_prompt_tokens
@@ -47,15 +60,7 @@ class OpenAIRoutes:
         if body.top_logprobs and not body.logprobs:
             raise ApiError(422, "top_logprobs", "top_logprobs needs logprobs=true", "send logprobs: true with it")
         self._check_tokens(messages, "messages")
-        params = SamplingParams(
-            n=body.n,
-            temperature=float(body.temperature),
-            top_p=float(body.top_p),
-            max_new_tokens=max_tokens,
-            seed=body.seed,
-            stop=(body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ()),
-            top_logprobs=(body.top_logprobs or 0) if body.logprobs else 0,
-        )
+        params = sampling(body, max_tokens, (body.top_logprobs or 0) if body.logprobs else 0)
         gen = (await self._stage1([GenerationRequest(messages, params)]))[0]
         model, rid = body.model or self.args.model.name, request_id(request)
         if body.stream:
@@ -80,15 +85,7 @@ class OpenAIRoutes:
         self._caps(body.n * len(prompts), None)
         for i, p in enumerate(prompts):
             self._check_text_tokens(p, "prompt" if isinstance(body.prompt, str) else f"prompt.{i}")
-        params = SamplingParams(
-            n=body.n,
-            temperature=float(body.temperature),
-            top_p=float(body.top_p),
-            max_new_tokens=max_tokens,
-            seed=body.seed,
-            stop=(body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ()),
-            top_logprobs=body.logprobs or 0,
-        )
+        params = sampling(body, max_tokens, body.logprobs or 0)
         gens = await self._stage1([GenerationRequest((), params, prompt_text=p) for p in prompts])
         model, rid, lp = body.model or self.args.model.name, request_id(request), body.logprobs is not None
         if body.stream:

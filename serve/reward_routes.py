@@ -5,7 +5,6 @@ ranking and the reward arithmetic are the library's (reflectrm.ranking, reflectr
 
 # No `from __future__ import annotations`: FastAPI must see real types on the route methods.
 import asyncio
-import dataclasses
 import hashlib
 import json
 import logging
@@ -122,14 +121,7 @@ class RewardRoutes:
                 422, "responses", f"{len(body.responses)} responses; this server ranks at most {self.args.max_group}",
                 f"send at most {self.args.max_group} responses (max_group)",
             )  # fmt: skip
-        self._caps(body.n, body.max_new_tokens)
-        j = self.args.judge
-        cfg = dataclasses.replace(
-            j,
-            n=body.n or j.n,
-            max_new_tokens=body.max_new_tokens or j.max_new_tokens,
-            seed=j.seed if body.seed is None else body.seed,
-        )
+        cfg = self._judge_config(body)
         longest = max(body.responses, key=len)
         self._check_tokens(
             response_prompt(PreferencePair("", context, longest, longest), self.args.prompt), "responses"

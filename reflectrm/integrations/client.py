@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -76,6 +77,13 @@ async def apost(path: str, body: Any, url: str | None = None, timeout: float = 1
                 last = err
             await asyncio.sleep(min(0.5 * 2**attempt, 8.0))
     raise ServiceError(f"reflectrm service at {base_url(url)}: no answer after {tries()} tries ({last})") from last
+
+
+def run_sync(coro: Any) -> Any:
+    """Run a coroutine to its end from sync code, on an event loop of a thread of its own (so it also works
+    where the calling thread already runs a loop)."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
 
 
 def conversation(prompt: str | list[dict[str, Any]]) -> dict[str, Any]:

@@ -22,10 +22,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from reflectrm.integrations.client import ajudge, arank, reward_from
+from reflectrm.integrations.client import ajudge, arank, reward_from, run_sync
 
 
 def completion_text(completion: Any) -> str:
@@ -92,8 +91,7 @@ def make_reward_func(
     afunc = make_async_reward_func(column, url, mode, scheme)
 
     def reward_func(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, afunc(prompts, completions, **columns)).result()
+        return run_sync(afunc(prompts, completions, **columns))
 
     reward_func.__name__ = f"reflectrm_{column}"
     return reward_func

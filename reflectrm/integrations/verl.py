@@ -30,7 +30,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from reflectrm.integrations.client import Reward, ajudge, judge, rank, reward_from
+from reflectrm.integrations.client import Reward, ajudge, rank, reward_from, run_sync
 
 PROMPT_KEYS = ("messages", "prompt", "raw_prompt", "question", "problem", "query")
 
@@ -100,23 +100,6 @@ def _failed(err: Exception) -> Reward:
     return Reward(score=0.0, prob_better=0.5, no_reference=0.0, error=f"{type(err).__name__}: {err}"[:300])
 
 
-def compute_score(
-    data_source: Any = None,
-    solution_str: str = "",
-    ground_truth: Any = None,
-    extra_info: dict[str, Any] | None = None,
-    **kwargs: Any,
-) -> Reward:
-    """One sample: 2 * P(solution better than the reference) - 1. Never raises."""
-    reference = _reference(ground_truth)
-    if reference is None:
-        return Reward(score=0.0, prob_better=0.5, no_reference=1.0, error="")
-    try:
-        return _scored(judge(find_prompt(extra_info), solution_str, reference, url=kwargs.get("url")))
-    except Exception as err:  # noqa: BLE001 (a reward function must not stop training)
-        return _failed(err)
-
-
 async def compute_score_async(
     data_source: Any = None,
     solution_str: str = "",
@@ -124,14 +107,26 @@ async def compute_score_async(
     extra_info: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> Reward:
-    """compute_score, awaitable: verl's reward loop awaits it (many samples in flight, no threads)."""
+    """One sample: 2 * P(solution better than the reference) - 1. Never raises. verl's reward loop awaits
+    it (many samples in flight, no threads)."""
     reference = _reference(ground_truth)
     if reference is None:
         return Reward(score=0.0, prob_better=0.5, no_reference=1.0, error="")
     try:
         return _scored(await ajudge(find_prompt(extra_info), solution_str, reference, url=kwargs.get("url")))
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 (a reward function must not stop training)
         return _failed(err)
+
+
+def compute_score(
+    data_source: Any = None,
+    solution_str: str = "",
+    ground_truth: Any = None,
+    extra_info: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Reward:
+    """compute_score_async, for the managers that call a plain function (naive, prime, the batch form)."""
+    return run_sync(compute_score_async(data_source, solution_str, ground_truth, extra_info, **kwargs))
 
 
 def compute_score_batch(

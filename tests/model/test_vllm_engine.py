@@ -66,6 +66,28 @@ def test_logprobs_are_the_models_own(engines):
     assert cb.logprobs == pytest.approx(ca.logprobs, abs=1e-3)
 
 
+def test_top_logprobs_and_raw_prompts_match_hf(engines):
+    """What the OpenAI routes ask of an engine: the k most likely tokens at each step, and a raw prompt with
+    no chat template (/v1/completions)."""
+    hf, vl = engines
+    params = SamplingParams(n=1, temperature=0.0, max_new_tokens=12, stop=(), top_logprobs=3)
+    reqs = [
+        GenerationRequest(response_prompt(PAIR), params),
+        GenerationRequest((), params, prompt_text="The better response is"),
+    ]
+    for ga, gb in zip(hf.generate(reqs), vl.generate(reqs)):
+        ca, cb = ga.completions[0], gb.completions[0]
+        assert ca.token_ids == cb.token_ids and len(ca.top_logprobs) == len(cb.top_logprobs) == len(ca.token_ids)
+        for k, (ta, tb) in enumerate(zip(ca.top_logprobs, cb.top_logprobs)):
+            assert len(ta) == len(tb) == 3 and ta[0][0] == tb[0][0] == ca.token_ids[k]  # greedy: the top token
+            assert [v for _, v in tb] == pytest.approx([v for _, v in ta], abs=1e-3)
+    assert (
+        ga.prompt_tokens
+        == hf.count_text_tokens("The better response is")
+        == vl.count_text_tokens("The better response is")
+    )
+
+
 def test_sampling_shapes_seeds_and_stop(engines):
     _, vl = engines
     params = SamplingParams(n=8, temperature=1.0, max_new_tokens=64, seed=7)
