@@ -30,7 +30,7 @@ class EvalSection:
 @dataclasses.dataclass(frozen=True)
 class WarmStartSection:
     steps: int = 8  # SFT steps (4 pairs each); 0 skips the warm start
-    lr: float = 2.0e-5
+    lr: float = 6.0e-5  # 2e-5: 10 of 48 sampled judgments valid, GRPO reward -1 everywhere; 6e-5: 45 of 48
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +44,7 @@ class BuildSection(JudgeConfig):
 class GrpoSection(GRPOConfig):
     """The GRPO settings (n rollouts per prompt, ...) plus the run's length."""
 
-    steps: int = 2
+    steps: int = 3  # the mix is interleaved 4:1, so 3 steps reach its first reflection item
     prompts: int = 1  # prompts per step
     lr: float = 5.0e-6
 

@@ -298,3 +298,22 @@ def test_synthetic_sft_rows_teach_both_tasks_4_to_1():
         assert ("## Critiques for Judgment" in prompt) == (r["task"] == "critique")
     labels = [r["label"] for r in train if r["task"] == "critique"]
     assert set(labels) <= {1, 2}
+
+
+def test_the_training_order_spreads_the_tasks_evenly():
+    """The mix's ratio holds in every prefix of the training order (a short run, or one step of a long one,
+    trains on both tasks as the mix says), each task in its own seeded random order."""
+    from reflectrm.training.data import interleave
+
+    rows = [{"id": f"p{i}", "task": "response"} for i in range(16)] + [
+        {"id": f"c{i}", "task": "critique"} for i in range(4)
+    ]
+    order = interleave(rows, seed=3)
+    assert sorted(r["id"] for r in order) == sorted(r["id"] for r in rows)
+    tasks = [r["task"] for r in order]
+    for k in range(1, len(tasks) + 1):  # 4:1 -> after k rows, k/5 critique items, give or take one
+        assert abs(tasks[:k].count("critique") - k / 5) <= 1, tasks
+    assert "critique" in tasks[:5]  # the first five rows already hold one
+    assert interleave(rows, seed=3) == order and [r["id"] for r in interleave(rows, seed=4)] != [r["id"] for r in order]
+    only = [{"id": str(i), "task": "response"} for i in range(5)]
+    assert sorted(r["id"] for r in interleave(only, seed=0)) == [r["id"] for r in only]  # no critique items: RFT
