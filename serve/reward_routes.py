@@ -28,6 +28,8 @@ FLAGS = ("no_reference", "error", "valid_rate", "grouped")  # /get_reward's extr
 
 
 class RewardRoutes:
+    """/get_reward and /v1/rank (a mixin: the Ingress gives it `args`, `groups` and the judge)."""
+
     async def _rank(
         self, context: tuple[Message, ...], responses: list[str], scheme: str, method: str, mode: str, cfg: JudgeConfig
     ) -> tuple[list[float], list[dict[str, Any]]]:
