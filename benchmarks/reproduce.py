@@ -22,6 +22,7 @@ JSON out: the settings, the held-out check, each stage's seconds, the learning c
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -33,6 +34,8 @@ from typing import Any
 from benchmarks.common import SHARED, parse, parser, write_report
 
 MODELS = ("base", "rft", "unified")
+# Settings that change how a run executes, not its results: a resume may change them.
+EXECUTION_ONLY = ("output", "workdir", "fresh", "micro_batch", "gradient_checkpointing")
 
 
 def write_pairs(path: Path, pairs: list) -> str:
@@ -106,7 +109,7 @@ def stage(work: Path, name: str, seconds: dict[str, float], run: Any) -> Any:
 def check_settings(work: Path, args: Any) -> None:
     """A workdir holds one run's stages: a re-run with other settings would mix them, so it stops with
     exit 2 and names what differs (--fresh empties the workdir first)."""
-    settings = {k: v for k, v in vars(args).items() if k not in ("output", "workdir", "fresh")}
+    settings = {k: v for k, v in vars(args).items() if k not in EXECUTION_ONLY}
     record = work / "settings.json"
     if args.fresh and work.exists():
         shutil.rmtree(work)
@@ -146,6 +149,12 @@ def main() -> None:
     ap.add_argument("--grpo-lr", type=float, default=5e-6)
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--curve-pairs", type=int, default=8, help="mix preference rows kept apart for the curves")
+    ap.add_argument(
+        "--micro-batch", type=int, default=2,
+        help="sequences per forward/backward in training (the rest is accumulated: the same gradients); 8 "
+        "reflection rollouts of an LLMBar pair took a 16.5 GB worker",
+    )  # fmt: skip
+    ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--workdir", default="runs/bench_reproduce")
     ap.add_argument("--fresh", action="store_true", help="drop what --workdir holds and start afresh")
     args = parse(ap)
@@ -185,7 +194,8 @@ def main() -> None:
                 [
                     "--config", f"jobs/configs/{recipe}.yaml", f"model={base}", f"data.path={work / 'build' / 'mix.parquet'}",
                     f"data.held_out={args.curve_pairs}", f"max_steps={args.grpo_steps}", f"optim.lr={args.grpo_lr}",
-                    f"trainer.prompts_per_worker={args.grpo_prompts}", f"trainer.micro_batch={args.rollouts * args.grpo_prompts}",
+                    f"trainer.prompts_per_worker={args.grpo_prompts}", f"trainer.micro_batch={min(args.micro_batch, args.rollouts * args.grpo_prompts)}",
+                    f"trainer.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
                     "trainer.cpus_per_worker=1", f"trainer.threads={cpus}", f"grpo.n={args.rollouts}",
                     f"grpo.max_new_tokens={args.max_new_tokens}", f"eval_every={args.eval_every}",
                     f"eval_max_new_tokens={args.max_new_tokens}", "checkpoint_every=2", "seed=0", *ray,
