@@ -125,7 +125,7 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
 
     init_ray(cfg.ray, out)
     storage = out / "ray"
-    resume = latest_checkpoint(storage)
+    resume = latest_checkpoint(storage)  # Ray Train v2 restores it itself: same run name, same storage_path
     initial = json.loads((Path(resume.path) / "state.json").read_text())["step"] if resume is not None else 0
     if resume is not None:
         notes.append(f"resuming from {resume.path}")
@@ -148,7 +148,6 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         dataset_config=ray.train.DataConfig(
             execution_options=ExecutionOptions(preserve_order=True)
         ),  # the same rows per worker every run
-        resume_from_checkpoint=resume,
     )
     t0 = time.perf_counter()
     follow_progress(trainer.fit, out / "metrics.jsonl", total, initial, f"train ({cfg.recipe})")

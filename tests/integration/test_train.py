@@ -112,3 +112,18 @@ def test_a_worker_failure_resumes_from_the_checkpoint_without_redoing_steps(runs
     done = [e["step"] for e in events if e["event"] == "step"]
     assert done == [1, 2]  # step 2 failed before it was reported; no step counted twice
     assert (folder / ".failed_once_at_2").exists()
+
+
+def test_a_rerun_of_the_same_command_resumes_where_it_stopped(runs):
+    """Last (it extends the DDP run): the same command again, now to step 3, starts from the step-2
+    checkpoint (Ray Train restores it from the run's storage) and runs step 3 only."""
+    from jobs.train import main
+
+    folder, _ = runs["ddp"]
+    config = json.loads((folder / "config.json").read_text())
+    summary = main(["--config", str(folder / "config.json"), "max_steps=3"])
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    assert [e["resumed_from"] for e in events if e["event"] == "start"][-1] == 2
+    assert [e["step"] for e in events if e["event"] == "step"] == [1, 2, 3]
+    assert [m["step"] for m in metrics(folder)] == [1, 2, 3] and summary["steps"] == 3
+    assert config["output"] == str(folder)
