@@ -12,7 +12,7 @@ import pytest
 from reflectrm.config import JudgeConfig, ModelConfig
 from reflectrm.data.synthetic import synthetic_pairs
 from reflectrm.engines.vllm import vllm_available
-from tests.integration.test_serve import deploy, free_port
+from tests.integration.conftest import deploy, free_port
 
 pytestmark = [
     pytest.mark.ray,
@@ -37,7 +37,7 @@ def test_one_serve_replica_runs_both_stages_on_vllm(ray_local):
         "stage1": {"threads": 2},
     }
     try:
-        deploy(ray_local, args)
+        deploy(args)
         assert set(serve.status().applications["reflectrm"].deployments) == {"Stage1", "Ingress"}
         url = f"http://127.0.0.1:{port}"
         pair = synthetic_pairs(1, seed=5)[0]
