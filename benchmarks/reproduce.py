@@ -34,6 +34,9 @@ from typing import Any
 from benchmarks.common import SHARED, parse, parser, write_report
 
 MODELS = ("base", "rft", "unified")
+# 2: the synthetic held-out set is topped up to --eval-pairs after dropping pairs seen in training
+# (rules 1 left 30 of 32). A workdir made under other rules is refused like other settings.
+DATA_RULES = 2
 # Settings that change how a run executes, not its results: a resume may change them.
 EXECUTION_ONLY = ("output", "workdir", "fresh", "micro_batch", "gradient_checkpointing")
 
@@ -54,7 +57,7 @@ def make_data(work: Path, args: Any) -> dict[str, Any]:
 
     warm_draw = {0: args.warm_steps * 4 * 2}  # what the warm start draws (reflectrm.training.warm_start)
     synth_train = synthetic_pairs(args.synthetic_train, seed=201)
-    synth_held, dropped = heldout_pairs(args.eval_pairs, 202, {**warm_draw, 201: args.synthetic_train})
+    synth_held, dropped = heldout_pairs(args.eval_pairs, 202, {**warm_draw, 201: args.synthetic_train}, top_up=True)
     llmbar, _ = load_pairs("llmbar", SHARED / "llmbar" / "natural.json")
     llmbar_train, llmbar_held = split_held_out(llmbar, args.eval_pairs, seed=7)
     llmbar_train = llmbar_train[: args.llmbar_train]
@@ -109,7 +112,7 @@ def stage(work: Path, name: str, seconds: dict[str, float], run: Any) -> Any:
 def check_settings(work: Path, args: Any) -> None:
     """A workdir holds one run's stages: a re-run with other settings would mix them, so it stops with
     exit 2 and names what differs (--fresh empties the workdir first)."""
-    settings = {k: v for k, v in vars(args).items() if k not in EXECUTION_ONLY}
+    settings = {k: v for k, v in vars(args).items() if k not in EXECUTION_ONLY} | {"data_rules": DATA_RULES}
     record = work / "settings.json"
     if args.fresh and work.exists():
         shutil.rmtree(work)

@@ -30,13 +30,20 @@ def _key(p: PreferencePair) -> tuple[str, str, str]:
     return (p.context[-1].content, p.response_1, p.response_2)
 
 
-def heldout_pairs(pairs: int, seed: int, training_draws: dict[int, int]) -> tuple[list[PreferencePair], int]:
+def heldout_pairs(
+    pairs: int, seed: int, training_draws: dict[int, int], top_up: bool = False
+) -> tuple[list[PreferencePair], int]:
     """`pairs` synthetic pairs from their own seed, minus any that a training draw also holds
-    (`training_draws`: seed -> how many pairs that stage draws from the synthetic set)."""
+    (`training_draws`: seed -> how many pairs that stage draws from the synthetic set), and how many
+    were dropped. `top_up`: draw on (the set is prefix-stable) until `pairs` are left after dropping."""
     seen = {_key(p) for s, n in training_draws.items() for p in synthetic_pairs(int(n), seed=s)}
-    drawn = synthetic_pairs(pairs, seed=seed)
-    kept = [p for p in drawn if _key(p) not in seen]
-    return kept, len(drawn) - len(kept)
+    n = pairs
+    while True:
+        drawn = synthetic_pairs(n, seed=seed)
+        kept = [p for p in drawn if _key(p) not in seen]
+        if not top_up or len(kept) >= pairs or n >= 4 * pairs:
+            return kept[:pairs] if top_up else kept, len(drawn) - len(kept)
+        n += pairs - len(kept)
 
 
 def split_held_out(

@@ -103,3 +103,16 @@ def test_load_dataset_names_limits_round_robin_and_held_out(tmp_path):
     assert load_dataset(f"llmbar:{tmp_path}/b.json", None, "error", 0, []).name == "llmbar/b"
     with pytest.raises(ValueError, match="expected FORMAT:PATH"):
         load_dataset(f"nope:{tmp_path}/a.json", None, "error", 0, [])
+
+
+def test_heldout_synthetic_pairs_top_up_to_the_asked_number():
+    """Pairs a training draw also holds are dropped; with top_up the draw goes on until the asked number is left."""
+    from reflectrm.data.synthetic import synthetic_pairs
+    from reflectrm.experiment import heldout_pairs, overlap
+
+    draws = {0: 120, 201: 32}
+    plain, dropped = heldout_pairs(32, 202, draws)
+    topped, dropped_too = heldout_pairs(32, 202, draws, top_up=True)
+    assert dropped >= 1 and len(plain) == 32 - dropped  # this seed does collide with training
+    assert len(topped) == 32 and topped[: len(plain)] == plain and dropped_too >= dropped
+    assert overlap(topped, *(synthetic_pairs(n, seed=s) for s, n in draws.items())) == 0
