@@ -44,7 +44,6 @@ def request_id(request: Request) -> str:
 ERROR_TYPES = {
     401: "authentication_error",
     404: "not_found_error",
-    413: "invalid_request_error",
     429: "rate_limit_error",
 }
 
@@ -55,7 +54,6 @@ def error_body(
     field: str,
     message: str,
     fix: str,
-    headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     return JSONResponse(
@@ -72,7 +70,6 @@ def error_body(
             "request_id": request_id(request),
         },
         status_code=status,
-        headers=headers,
     )
 
 

@@ -15,7 +15,7 @@ Labels are the reference answers; a sample with no label is ranked against the o
 its prompt when the service runs with `reward_groups.size` set (the README's OpenRLHF section).
 
 The trainer's environment needs `reflectrm` importable (`pip install --no-deps -e .` of this
-repository is enough: this file only needs httpx) .
+repository is enough: this file only needs httpx).
 """
 
 from __future__ import annotations

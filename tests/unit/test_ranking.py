@@ -64,22 +64,13 @@ def test_collector_gathers_one_response_per_call_into_its_prompts_group():
         return [float(len(r)) for r in responses]
 
     async def go():
-        c = GroupCollector(rank, size=3, wait_s=5.0)
-        full = asyncio.gather(*(c.score("q1", "ctx1", r) for r in ("a", "bb", "ccc")))
-        partial = asyncio.gather(*(c.score("q2", "ctx2", r) for r in ("x", "yy")))
-        return await full, await partial
-
-    c_full, c_partial = None, None
-
-    async def with_short_wait():
-        nonlocal c_full, c_partial
         c = GroupCollector(rank, size=3, wait_s=0.2)
-        c_full = await asyncio.gather(*(c.score("q1", "ctx1", r) for r in ("a", "bb", "ccc")))
-        c_partial = await asyncio.gather(*(c.score("q2", "ctx2", r) for r in ("x", "yy")))  # closed by its wait
+        full = await asyncio.gather(*(c.score("q1", "ctx1", r) for r in ("a", "bb", "ccc")))  # closed when full
+        partial = await asyncio.gather(*(c.score("q2", "ctx2", r) for r in ("x", "yy")))  # closed by its wait
         alone = await c.score("q3", "ctx3", "only")  # nothing to compare with
-        return alone
+        return full, partial, alone
 
-    alone = asyncio.run(with_short_wait())
+    c_full, c_partial, alone = asyncio.run(go())
     assert c_full == [1.0, 2.0, 3.0] and c_partial == [1.0, 2.0] and alone is None
     assert ranked == [("ctx1", ["a", "bb", "ccc"]), ("ctx2", ["x", "yy"])]
 
