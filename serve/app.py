@@ -3,7 +3,9 @@
     serve run serve/config.yaml                      # or: reflectrm serve model=tiny-random
     serve deploy serve/config.yaml                   # onto a running cluster
 
-    Stage1   the rollouts: N judgments with log-probs, batched across concurrent requests (serve/engine.py)
+    Stage1   the rollouts: N judgments with log-probs; continuous batching on vLLM (each request joins the
+             running batch on arrival), @serve.batch on HF (serve/engine.py); a pair's calls go to one
+             replica (prefix affinity, serve/routing.py); bounded queues (503 + Retry-After when full)
     Stage2   the reflection calls: the same engine code, its own replicas and GPUs
              (args.separate_stages=false: Stage1 runs both, one model copy for a single GPU or CPU box)
     Ingress  FastAPI routes, auth and the library's pure steps between the stages (serve/ingress.py)
@@ -24,12 +26,35 @@ from ray import serve
 
 from serve.engine import EngineStage
 from serve.ingress import Ingress
+from serve.routing import ROUTER
 from serve.schemas import ServeArgs
+
+
+def stage_options(name: str, continuous: bool, stage: dict[str, Any]) -> dict[str, Any]:
+    """An engine deployment's options (a config's `deployments:` entry overrides them): prefix affinity
+    (serve/routing.py), a bounded queue (full: the ingress answers 503 + Retry-After), and room for vLLM's
+    scheduler to batch continuously (static batching needs only max_batch_size ongoing)."""
+    return {
+        "name": name,
+        "max_ongoing_requests": stage["max_ongoing_requests"] or (256 if continuous else 64),
+        "max_queued_requests": stage["max_queued_requests"],
+        "request_router_config": {"request_router_class": ROUTER},
+    }
 
 
 def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     """`import_path: serve.app:build_app`."""
+    from reflectrm.config import ConfigError
+    from reflectrm.engines import resolve_engine
+
     cfg = ServeArgs.parse(args)
+    engine = resolve_engine(cfg.model.engine)
+    if cfg.batching == "continuous" and engine != "vllm":
+        raise ConfigError(
+            f"batching=continuous needs the vLLM engine (model.engine resolves to {engine}): set model.engine=vllm "
+            "with vllm installed, or batching=static"
+        )
+    continuous = engine == "vllm" and cfg.batching != "static"
     plain = dataclasses.asdict(cfg)
     model = plain["model"]
     token = os.environ.get(cfg.auth_token_env)
@@ -37,8 +62,14 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
         hashlib.sha256(token.encode()).hexdigest() if token else None
     )  # the token itself never leaves this process
     if not cfg.separate_stages:  # one deployment serves both stages (name Stage1 in the config's `deployments:`)
-        both = EngineStage.options(name="Stage1").bind("both", model, plain["stage1"])
+        both = EngineStage.options(**stage_options("Stage1", continuous, plain["stage1"])).bind(
+            "both", model, plain["stage1"], cfg.batching
+        )
         return Ingress.bind(both, both, plain, token_sha256)
-    stage1 = EngineStage.options(name="Stage1").bind("stage1", model, plain["stage1"])
-    stage2 = EngineStage.options(name="Stage2").bind("stage2", model, plain["stage2"])
+    stage1 = EngineStage.options(**stage_options("Stage1", continuous, plain["stage1"])).bind(
+        "stage1", model, plain["stage1"], cfg.batching
+    )
+    stage2 = EngineStage.options(**stage_options("Stage2", continuous, plain["stage2"])).bind(
+        "stage2", model, plain["stage2"], cfg.batching
+    )
     return Ingress.bind(stage1, stage2, plain, token_sha256)

@@ -4,6 +4,7 @@ shape, plus the field and the fix), never the framework's own `{"detail": ...}`.
 
 # No `from __future__ import annotations`: FastAPI must see real types.
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -19,9 +20,12 @@ app = FastAPI(title="reflectrm", description="Self-reflective generative reward 
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, field: str, message: str, fix: str, **extra: Any):
+    def __init__(
+        self, status: int, field: str, message: str, fix: str, *, headers: dict[str, str] | None = None, **extra: Any
+    ):
         super().__init__(message)
         self.status, self.field, self.message, self.fix, self.extra = status, field, message, fix, extra
+        self.headers = headers or {}
 
 
 FIXES = {
@@ -30,6 +34,29 @@ FIXES = {
     "json_invalid": "send a valid JSON object with Content-Type: application/json",
     "literal_error": "use one of the listed values",
 }
+
+
+CHARS_PER_TOKEN = 64  # more characters than this per token limit: too long without tokenizing (a 30 MB prompt)
+
+
+def check_text(texts: Iterable[str], limit: int, field: str) -> None:
+    """Before tokenizing: 422 for text that is not valid Unicode (a lone surrogate such as \\ud800, which
+    JSON allows and tokenizers reject), 413 for text so long no tokenizer could fit it in `limit` tokens."""
+    chars = 0
+    for text in texts:
+        chars += len(text)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                422, field, f"{field}: a string is not valid Unicode (an unpaired surrogate such as \\ud800)",
+                "send valid UTF-8 text (\\ud800-\\udfff escapes only as surrogate pairs)",
+            ) from None  # fmt: skip
+    if chars > limit * CHARS_PER_TOKEN:
+        raise ApiError(
+            413, field, f"the prompt has {chars} characters, far over the limit of {limit} tokens",
+            "shorten the conversation or the responses", prompt_chars=chars, limit=limit,
+        )  # fmt: skip
 
 
 def request_id(request: Request) -> str:
@@ -45,6 +72,8 @@ ERROR_TYPES = {
     401: "authentication_error",
     404: "not_found_error",
     429: "rate_limit_error",
+    503: "overloaded_error",
+    504: "timeout_error",
 }
 
 
@@ -54,6 +83,7 @@ def error_body(
     field: str,
     message: str,
     fix: str,
+    headers: dict[str, str] | None = None,
     **extra: Any,
 ) -> JSONResponse:
     return JSONResponse(
@@ -70,6 +100,7 @@ def error_body(
             "request_id": request_id(request),
         },
         status_code=status,
+        headers=headers,
     )
 
 
@@ -102,12 +133,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:  # unknown route, wrong method
+        if exc.status_code == 400:  # FastAPI could not parse the body (e.g. nested too deeply for its JSON parser)
+            return error_body(
+                request, 400, "body", f"the body could not be parsed: {exc.detail}", FIXES["json_invalid"]
+            )
         fix = "see /docs for the routes and their methods" if exc.status_code in (404, 405) else "see /docs"
         return error_body(request, exc.status_code, "path", f"{request.method} {request.url.path}: {exc.detail}", fix)
 
+    @app.exception_handler(UnicodeError)
+    async def _unicode(request: Request, exc: UnicodeError) -> JSONResponse:  # e.g. a lone surrogate "\ud800"
+        return error_body(
+            request, 422, "body", "a string is not valid Unicode (an unpaired surrogate such as \\ud800)",
+            "send text as valid UTF-8 (escape \\ud800-\\udfff only in surrogate pairs)",
+        )  # fmt: skip
+
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        return error_body(request, exc.status, exc.field, exc.message, exc.fix, **exc.extra)
+        return error_body(request, exc.status, exc.field, exc.message, exc.fix, exc.headers, **exc.extra)
 
     @app.exception_handler(InvalidRequest)
     async def _invalid_request(request: Request, exc: InvalidRequest) -> JSONResponse:
@@ -117,6 +159,42 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _server_error(request: Request, exc: Exception) -> JSONResponse:
         log.error("request %s failed: %s", request_id(request), type(exc).__name__)  # no body, no prompt text
         return error_body(request, 500, "", "internal error", "retry; if it persists, report the request id")
+
+
+class InFlight:
+    """The ingress's own bounded queue: requests in flight in this replica, and the cap (ServeArgs
+    max_concurrent_requests, set by the Ingress). Above the cap a request gets 503 + Retry-After with
+    our JSON body at once (Serve's own ingress back-pressure would answer with its text body)."""
+
+    limit = 0  # 0: no cap
+    max_body_bytes = 0  # 0: no cap (ServeArgs max_body_mb)
+    now = 0
+    retry_after_s = 1
+    exempt = ("/healthz",)
+
+
+@app.middleware("http")
+async def bounded(request: Request, call_next: Any) -> Any:
+    size = request.headers.get("content-length", "")
+    if InFlight.max_body_bytes and size.isdigit() and int(size) > InFlight.max_body_bytes:
+        return error_body(
+            request, 413, "body", f"the body has {int(size)} bytes; this server accepts at most {InFlight.max_body_bytes}",
+            "send fewer or shorter texts per request (max_body_mb)", body_bytes=int(size), limit=InFlight.max_body_bytes,
+        )  # fmt: skip
+    if InFlight.limit and InFlight.now >= InFlight.limit and request.url.path not in InFlight.exempt:
+        return error_body(
+            request,
+            503,
+            "",
+            f"this server has {InFlight.now} requests in flight, its limit (max_concurrent_requests)",
+            "retry after the Retry-After seconds",
+            {"Retry-After": str(InFlight.retry_after_s)},
+        )
+    InFlight.now += 1
+    try:
+        return await call_next(request)
+    finally:
+        InFlight.now -= 1
 
 
 install_error_handlers(app)

@@ -9,11 +9,15 @@ import asyncio
 import dataclasses
 import hashlib
 import hmac
+import logging
 import time
+from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import Request
 from ray import serve
+from ray.exceptions import RayActorError
+from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
 from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 
@@ -25,11 +29,14 @@ from reflectrm.ranking import GroupCollector
 from reflectrm.records import JudgeResult, Message, PreferencePair
 from reflectrm.requests import pair_from_request
 from reflectrm.scoring import UNANSWERED
-from serve.http import ApiError, app, request_id
+from serve import routing  # a module reference: its context variable is not pickled with the app
+from serve.http import ApiError, InFlight, app, request_id, check_text
 from serve.openai_api import TokenText
 from serve.openai_routes import OpenAIRoutes
 from serve.reward_routes import RewardRoutes
 from serve.schemas import JudgeRequest, ServeArgs, chat_messages
+
+log = logging.getLogger("ray.serve")
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=512)
@@ -52,6 +59,13 @@ class Ingress(OpenAIRoutes, RewardRoutes):
         self.text = TokenText(self.tokenizer)
         g = self.args.reward_groups
         self.groups = None if not g.size else GroupCollector(self._rank_for_reward, g.size, g.wait_s)
+        InFlight.limit = self.args.max_concurrent_requests
+        InFlight.max_body_bytes = int(self.args.max_body_mb * 2**20)
+        self.m_deadline = metrics.Counter(
+            "reflectrm_deadline_hits", "Requests (or /get_reward samples) past request_deadline_s", ("endpoint",)
+        )
+        self.m_rejected = metrics.Counter("reflectrm_stage_rejected", "Engine calls refused: queue full", ("stage",))
+        self.m_retries = metrics.Counter("reflectrm_stage_retries", "Engine calls retried: replica failed", ("stage",))
         self.m_latency = metrics.Histogram(
             "reflectrm_request_seconds",
             "End-to-end request latency",
@@ -61,9 +75,31 @@ class Ingress(OpenAIRoutes, RewardRoutes):
 
     # ------------------------------------------------------------------ plumbing
 
+    async def _call(self, handle: DeploymentHandle, request: GenerationRequest, stage: str) -> Generation:
+        """One engine call, routed by the pair's key (prefix affinity). A full stage queue is a 503 with
+        Retry-After; a replica that dies mid-call is retried once (Serve routes it to a live replica,
+        or waits for the restarted one), then a 503."""
+        for attempt in (1, 2):
+            try:
+                return await handle.generate.remote(request, affinity=routing.PAIR_KEY.get())
+            except BackPressureError as err:
+                self.m_rejected.inc(tags={"stage": stage})
+                retry = max(1, round(getattr(err, "retry_after_s", None) or 1))
+                raise ApiError(
+                    503, "", f"the {stage} queue is full", "retry after the Retry-After seconds",
+                    headers={"Retry-After": str(retry)},
+                ) from None  # fmt: skip
+            except (RayActorError, DeploymentUnavailableError) as err:
+                self.m_retries.inc(tags={"stage": stage})
+                log.warning("%s replica failed (%s), attempt %d of 2", stage, type(err).__name__, attempt)
+        raise ApiError(
+            503, "", f"a {stage} replica failed while serving this request, twice",
+            "retry: Serve restarts failed replicas", headers={"Retry-After": "5"},
+        )  # fmt: skip
+
     async def _stage1(self, requests: list[GenerationRequest]) -> list[Generation]:
         try:
-            return list(await asyncio.gather(*(self.stage1.generate.remote(r) for r in requests)))
+            return list(await asyncio.gather(*(self._call(self.stage1, r, "stage1") for r in requests)))
         except PromptTooLongError as err:
             raise ApiError(
                 413,
@@ -77,7 +113,7 @@ class Ingress(OpenAIRoutes, RewardRoutes):
     async def _stage2(self, requests: list[GenerationRequest]) -> list[Generation]:
         async def one(r: GenerationRequest) -> Generation:
             try:
-                return await self.stage2.generate.remote(r)
+                return await self._call(self.stage2, r, "stage2")
             except (
                 PromptTooLongError
             ):  # a reflection prompt over the limit is an invalid answer: "not better" (method.md §4)
@@ -85,10 +121,25 @@ class Ingress(OpenAIRoutes, RewardRoutes):
 
         return list(await asyncio.gather(*(one(r) for r in requests)))
 
+    async def _deadline(self, work: Awaitable[Any], endpoint: str) -> Any:
+        """`work` within args.request_deadline_s, else 504 (its engine calls are cancelled: vLLM aborts them)."""
+        limit = self.args.request_deadline_s
+        try:
+            return await asyncio.wait_for(work, limit)
+        except asyncio.TimeoutError:
+            self.m_deadline.inc(tags={"endpoint": endpoint})
+            raise ApiError(
+                504, "request_deadline_s", f"the request did not finish within this server's deadline of {limit:g} s",
+                "retry later, or ask for less (a smaller n or max_new_tokens); the operator sets request_deadline_s",
+                deadline_s=limit,
+            ) from None  # fmt: skip
+
     def _check_tokens(self, messages: tuple[Message, ...], field: str) -> None:
         from reflectrm.models import count_chat_tokens
 
-        tokens, limit = count_chat_tokens(self.tokenizer, messages), self.args.model.max_prompt_tokens
+        limit = self.args.model.max_prompt_tokens
+        check_text((m.content for m in messages), limit, field)
+        tokens = count_chat_tokens(self.tokenizer, messages)
         if tokens > limit:
             raise ApiError(
                 413,
@@ -140,6 +191,7 @@ class Ingress(OpenAIRoutes, RewardRoutes):
         )
 
     async def _judge(self, pair: PreferencePair, mode: str, cfg: JudgeConfig) -> JudgeResult:
+        routing.PAIR_KEY.set(routing.pair_key(pair))  # this task's engine calls (both stages) go to one replica
         return await ajudge(Steps(cfg, self.args.prompt), pair, mode, self._stage1, self._stage2)  # type: ignore[arg-type]
 
     # ------------------------------------------------------------------ endpoints
@@ -165,8 +217,8 @@ class Ingress(OpenAIRoutes, RewardRoutes):
         cfg = self._judge_config(body)
         self._check_tokens(response_prompt(pair, self.args.prompt), "prompt")
         if body.swap:
-            given, swapped = await asyncio.gather(
-                self._judge(pair, body.mode, cfg), self._judge(pair.swapped(), body.mode, cfg)
+            given, swapped = await self._deadline(
+                asyncio.gather(self._judge(pair, body.mode, cfg), self._judge(pair.swapped(), body.mode, cfg)), "judge"
             )
             out = {
                 **given.to_dict(),
@@ -174,6 +226,6 @@ class Ingress(OpenAIRoutes, RewardRoutes):
                 "consistent": given.preferred is not None and swapped.preferred == 3 - given.preferred,
             }
         else:
-            out = (await self._judge(pair, body.mode, cfg)).to_dict()
+            out = (await self._deadline(self._judge(pair, body.mode, cfg), "judge")).to_dict()
         self.m_latency.observe(time.perf_counter() - t0, tags={"endpoint": "judge"})
         return {**out, "request_id": request_id(request)}

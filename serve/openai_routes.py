@@ -11,7 +11,7 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from reflectrm.engines.base import GenerationRequest, SamplingParams
-from serve.http import ApiError, app, request_id
+from serve.http import ApiError, app, request_id, check_text
 from serve.openai_api import chat_response, chat_stream, completion_response, completion_stream
 from serve.schemas import ChatRequest, CompletionRequest, chat_messages
 
@@ -31,6 +31,7 @@ def sampling(body: ChatRequest | CompletionRequest, max_tokens: int, top_logprob
 
 class OpenAIRoutes:
     def _check_text_tokens(self, text: str, field: str) -> None:
+        check_text([text], self.args.model.max_prompt_tokens, field)
         tokens, limit = len(self.tokenizer(text)["input_ids"]), self.args.model.max_prompt_tokens
         if tokens > limit:
             raise ApiError(
@@ -61,7 +62,7 @@ class OpenAIRoutes:
             raise ApiError(422, "top_logprobs", "top_logprobs needs logprobs=true", "send logprobs: true with it")
         self._check_tokens(messages, "messages")
         params = sampling(body, max_tokens, (body.top_logprobs or 0) if body.logprobs else 0)
-        gen = (await self._stage1([GenerationRequest(messages, params)]))[0]
+        gen = (await self._deadline(self._stage1([GenerationRequest(messages, params)]), "chat"))[0]
         model, rid = body.model or self.args.model.name, request_id(request)
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))
@@ -86,7 +87,9 @@ class OpenAIRoutes:
         for i, p in enumerate(prompts):
             self._check_text_tokens(p, "prompt" if isinstance(body.prompt, str) else f"prompt.{i}")
         params = sampling(body, max_tokens, body.logprobs or 0)
-        gens = await self._stage1([GenerationRequest((), params, prompt_text=p) for p in prompts])
+        gens = await self._deadline(
+            self._stage1([GenerationRequest((), params, prompt_text=p) for p in prompts]), "completions"
+        )
         model, rid, lp = body.model or self.args.model.name, request_id(request), body.logprobs is not None
         if body.stream:
             usage = bool((body.stream_options or {}).get("include_usage"))

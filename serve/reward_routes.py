@@ -24,7 +24,7 @@ from serve.http import FIXES, ApiError, app, request_id
 from serve.schemas import RankRequest, chat_messages
 
 log = logging.getLogger("ray.serve")
-FLAGS = ("no_reference", "error", "valid_rate", "grouped")  # /get_reward's extra_logs, one value per sample
+FLAGS = ("no_reference", "error", "valid_rate", "grouped", "timeout")  # /get_reward's extra_logs, one value per sample
 
 
 class RewardRoutes:
@@ -64,16 +64,27 @@ class RewardRoutes:
         t0 = time.perf_counter()
         try:
             body = await request.json()
-        except ValueError:
-            raise ApiError(400, "body", "the body is not valid JSON", FIXES["json_invalid"]) from None
+        except (ValueError, RecursionError):  # not JSON, or nested too deeply to parse
+            raise ApiError(
+                400, "body", "the body is not valid JSON, or is nested too deeply", FIXES["json_invalid"]
+            ) from None
         samples = read_reward_request(body)
         if not samples:
             return {"rewards": [], "scores": [], "extra_logs": {}}
-        results = await asyncio.gather(*(self._reward_one(q, p, lab) for q, p, lab in samples))
+        results = await asyncio.gather(*(self._reward_within(q, p, lab) for q, p, lab in samples))
         scores = [r[0] for r in results]
         extra_logs = {k: [float(r[1].get(k, 0)) for r in results] for k in FLAGS}
         self.m_latency.observe(time.perf_counter() - t0, tags={"endpoint": "get_reward"})
         return {"rewards": [reward_from_score(s) for s in scores], "scores": scores, "extra_logs": extra_logs}
+
+    async def _reward_within(self, query: Any, prompt: Any, label: Any) -> tuple[float, dict[str, float]]:
+        """A sample not scored within args.request_deadline_s gets the neutral score and `timeout` (its engine
+        calls are cancelled); the others keep theirs. A full queue or failed replicas stay a 503 (retry)."""
+        try:
+            return await asyncio.wait_for(self._reward_one(query, prompt, label), self.args.request_deadline_s)
+        except asyncio.TimeoutError:
+            self.m_deadline.inc(tags={"endpoint": "get_reward"})
+            return NEUTRAL_SCORE, {"timeout": 1}
 
     async def _reward_one(self, query: Any, prompt: Any, label: Any) -> tuple[float, dict[str, float]]:
         """(score, flags) for one sample. Never raises: a bad sample gets the neutral score and a flag.
@@ -106,6 +117,11 @@ class RewardRoutes:
             return both_orders_score(given.score, swapped.score), {
                 "valid_rate": (given.valid_rate + swapped.valid_rate) / 2
             }
+        except ApiError as err:
+            if err.status == 503:  # overloaded or replicas down: the whole request is retried by the client
+                raise
+            log.warning("get_reward: a sample failed (%s); neutral score", err.status)
+            return NEUTRAL_SCORE, {"error": 1}
         except Exception as err:  # noqa: BLE001 (one bad sample never fails the others: OpenRLHF drops failed requests)
             log.warning("get_reward: a sample failed (%s); neutral score", type(err).__name__)
             return NEUTRAL_SCORE, {"error": 1}
@@ -128,7 +144,9 @@ class RewardRoutes:
         self._check_tokens(
             response_prompt(PreferencePair("", context, longest, longest), self.args.prompt), "responses"
         )
-        scores, traces = await self._rank(context, list(body.responses), body.scheme, body.method, body.mode, cfg)
+        scores, traces = await self._deadline(
+            self._rank(context, list(body.responses), body.scheme, body.method, body.mode, cfg), "rank"
+        )
         self.m_latency.observe(time.perf_counter() - t0, tags={"endpoint": "rank"})
         return {
             "scores": scores,

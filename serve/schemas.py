@@ -19,10 +19,17 @@ class StageArgs:
     max_batch_size: int = 16  # requests per engine call (keep the deployment's max_ongoing_requests >= this)
     batch_wait_timeout_s: float = 0.02
     threads: int | None = None  # torch CPU threads per replica (None: all cores)
+    # Serve's options of the deployment (a config's `deployments:` entry still wins): requests one replica
+    # takes at once (None: 256 continuous, for vLLM's scheduler; 64 static, >= max_batch_size), and the
+    # bounded queue in front of the replicas (full: the ingress answers 503 + Retry-After)
+    max_ongoing_requests: int | None = None
+    max_queued_requests: int = 1024
 
     def __post_init__(self) -> None:
         if self.max_batch_size < 1 or self.batch_wait_timeout_s < 0:
             raise ValueError(f"max_batch_size must be >= 1 and batch_wait_timeout_s >= 0, got {self}")
+        if (self.max_ongoing_requests or 1) < 1 or self.max_queued_requests < 1:
+            raise ValueError(f"max_ongoing_requests and max_queued_requests must be >= 1, got {self}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,10 +67,24 @@ class ServeArgs:
     separate_stages: bool = True  # false: one engine deployment (Stage1) runs both stages: one model copy, stage 2 on stage 1's prefix cache
     stage1: StageArgs = StageArgs()
     stage2: StageArgs = StageArgs()
+    # continuous: each request enters vLLM's scheduler on arrival (AsyncLLM); static: @serve.batch gathers
+    # calls into one engine call; auto: continuous on the vLLM engine, static on HF (which has no other)
+    batching: Literal["auto", "static", "continuous"] = "auto"
+    # Past it /v1/judge, /v1/rank and the OpenAI routes answer 504; /get_reward returns what it has and gives
+    # the rest the neutral score with a `timeout` flag (under OpenRLHF's 180 s client timeout)
+    request_deadline_s: float = 150.0
+    # The ingress's bounded queue: above it, 503 + Retry-After (keep it under the Ingress's max_ongoing_requests)
+    max_concurrent_requests: int = 256
+    max_body_mb: float = 16.0  # a larger request body gets 413 before it is read
 
     def __post_init__(self) -> None:
         if self.max_n < 1 or self.max_new_tokens_cap < 1:
             raise ValueError(f"max_n and max_new_tokens_cap must be >= 1, got {self.max_n}, {self.max_new_tokens_cap}")
+        if self.request_deadline_s <= 0 or self.max_concurrent_requests < 0:
+            raise ValueError(
+                f"request_deadline_s must be > 0 and max_concurrent_requests >= 0 (0: no cap), got "
+                f"{self.request_deadline_s}, {self.max_concurrent_requests}"
+            )
 
     @classmethod
     def parse(cls, args: dict[str, Any] | None) -> "ServeArgs":

@@ -8,6 +8,7 @@ different things, and its own seed, so a request's samples do not depend on its 
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Sequence, runtime_checkable
 
@@ -95,6 +96,12 @@ class Engine(Protocol):
         """One Generation per request, in order, each with `request.params.n` completions."""
         ...
 
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        """One request, awaitable (the service's path). A continuous-batching engine (engines/vllm_async.py)
+        schedules it the moment it arrives; the others run `generate([request])` off the event loop
+        (`generate_alone`). PromptTooLongError over the limit."""
+        ...
+
     def count_tokens(self, messages: tuple[Message, ...]) -> int:
         """Prompt tokens after the chat template (for limits and usage)."""
         ...
@@ -102,6 +109,11 @@ class Engine(Protocol):
     def count_text_tokens(self, text: str) -> int:
         """Tokens of a raw prompt (GenerationRequest.prompt_text), as the engine encodes it."""
         ...
+
+
+async def generate_alone(engine: Engine, request: GenerationRequest) -> Generation:
+    """`agenerate` for an engine that batches whole calls: one request in its own call, on a thread."""
+    return (await asyncio.to_thread(engine.generate, [request]))[0]
 
 
 def prompt_tokens(engine: Engine, request: GenerationRequest) -> int:

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, prompt_tokens
+from reflectrm.engines.base import (
+    Completion,
+    Generation,
+    GenerationRequest,
+    PromptTooLongError,
+    generate_alone,
+    prompt_tokens,
+)
 from reflectrm.records import Message
 
 Script = Callable[[GenerationRequest, int], "str | Completion"]
@@ -34,6 +41,9 @@ class FakeEngine:
 
     def count_text_tokens(self, text: str) -> int:
         return len(text.split())
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        return await generate_alone(self, request)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         over = [prompt_tokens(self, r) for r in requests if self.max_prompt_tokens]

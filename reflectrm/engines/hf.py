@@ -26,7 +26,14 @@ from typing import Any, Sequence
 import torch
 
 from reflectrm.config import ModelConfig
-from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, choice_split
+from reflectrm.engines.base import (
+    Completion,
+    Generation,
+    GenerationRequest,
+    PromptTooLongError,
+    generate_alone,
+    choice_split,
+)
 from reflectrm.models import load_model, load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
 
@@ -131,6 +138,9 @@ class HFEngine:
         if req.assistant_prefix:
             ids = ids + self.tokenizer(req.assistant_prefix, add_special_tokens=False)["input_ids"]
         return ids
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        return await generate_alone(self, request)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         encoded = []

@@ -23,7 +23,14 @@ import os
 from typing import Any, Sequence
 
 from reflectrm.config import ModelConfig, VLLMConfig
-from reflectrm.engines.base import Completion, Generation, GenerationRequest, PromptTooLongError, choice_split
+from reflectrm.engines.base import (
+    Completion,
+    Generation,
+    GenerationRequest,
+    PromptTooLongError,
+    choice_split,
+    generate_alone,
+)
 from reflectrm.models import load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
 
@@ -70,6 +77,45 @@ def configure_cpu_env(cfg: VLLMConfig) -> dict[str, str]:
     return {k: os.environ[k] for k in env}
 
 
+def engine_args(cfg: ModelConfig, overrides: dict[str, Any]) -> tuple[Any, Any, dict[str, Any], int]:
+    """(model path, our tokenizer, vLLM's engine arguments, max_model_len) for `cfg`: one recipe for the
+    offline engine (vllm.LLM) and the async one (AsyncLLM)."""
+    if not vllm_available():
+        raise ImportError(f"model.engine=vllm needs the vllm package, which is not installed: {INSTALL_HINT}")
+    import torch
+
+    path = resolve_model(cfg.name)
+    tokenizer = load_tokenizer(path, cfg.trust_remote_code)
+    v = cfg.vllm
+    on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
+    if not on_gpu:
+        configure_cpu_env(v)
+    else:
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if v.multiprocessing else "0")
+    dtype = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if on_gpu else "float32")  # fp32 on CPU, as HF
+    max_model_len = v.max_model_len or cfg.max_prompt_tokens + v.max_new_tokens_limit
+    kwargs: dict[str, Any] = dict(
+        model=str(path),
+        tokenizer=str(path),
+        dtype=dtype,
+        seed=v.seed,
+        max_model_len=max_model_len,
+        enable_prefix_caching=v.prefix_caching,
+        enable_chunked_prefill=v.chunked_prefill,
+        max_num_batched_tokens=None if v.chunked_prefill else max_model_len,  # whole prompts: each fits one step
+        enforce_eager=v.enforce_eager,
+        max_num_seqs=v.max_num_seqs,
+        trust_remote_code=cfg.trust_remote_code,
+        tensor_parallel_size=v.tensor_parallel_size,
+        logprobs_mode="raw_logprobs",  # the model's log-probs, before temperature (method.md §4)
+        disable_log_stats=False,  # vLLM's own counters (prefix-cache queries and hits, running, waiting)
+    )
+    if on_gpu:
+        kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
+    kwargs.update(overrides)
+    return path, tokenizer, kwargs, max_model_len
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -92,48 +138,11 @@ class VLLMEngine:
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, **overrides: Any) -> VLLMEngine:
-        if not vllm_available():
-            raise ImportError(f"model.engine=vllm needs the vllm package, which is not installed: {INSTALL_HINT}")
-        import torch
-
-        path = resolve_model(cfg.name)
-        tokenizer = load_tokenizer(path, cfg.trust_remote_code)
-        v = cfg.vllm
-        on_gpu = cfg.device.startswith("cuda") or (cfg.device == "auto" and torch.cuda.is_available())
-        if not on_gpu:
-            configure_cpu_env(v)
-        else:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if v.multiprocessing else "0")
         from vllm import LLM
 
-        dtype = (
-            cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if on_gpu else "float32")
-        )  # fp32 on CPU, as the HF engine
-        max_model_len = v.max_model_len or cfg.max_prompt_tokens + v.max_new_tokens_limit
-        kwargs: dict[str, Any] = dict(
-            model=str(path),
-            tokenizer=str(path),
-            dtype=dtype,
-            seed=v.seed,
-            max_model_len=max_model_len,
-            enable_prefix_caching=v.prefix_caching,
-            enable_chunked_prefill=v.chunked_prefill,
-            max_num_batched_tokens=None
-            if v.chunked_prefill
-            else max_model_len,  # whole prompts only: every prompt fits one step
-            enforce_eager=v.enforce_eager,
-            max_num_seqs=v.max_num_seqs,
-            trust_remote_code=cfg.trust_remote_code,
-            tensor_parallel_size=v.tensor_parallel_size,
-            logprobs_mode="raw_logprobs",  # the model's log-probs, before temperature (method.md §4)
-            disable_log_stats=False,  # vLLM's own counters (prefix-cache queries and hits): prefix_cache_counters()
-        )
-        if on_gpu:
-            kwargs["gpu_memory_utilization"] = v.gpu_memory_utilization
-        kwargs.update(overrides)
-        llm = LLM(**kwargs)
+        _, tokenizer, kwargs, max_model_len = engine_args(cfg, overrides)
         return cls(
-            llm,
+            LLM(**kwargs),
             tokenizer,
             max_prompt_tokens=cfg.max_prompt_tokens,
             max_model_len=max_model_len,
@@ -171,54 +180,51 @@ class VLLMEngine:
 
     # ------------------------------------------------------------------ generation
 
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+    def _inputs(self, req: GenerationRequest) -> tuple[Any, Any]:
+        """vLLM's (TokensPrompt, SamplingParams) for one request; PromptTooLongError over the limit."""
         from vllm import SamplingParams as VSamplingParams
         from vllm.inputs import TokensPrompt
 
-        prompts, params = [], []
-        for req in requests:
-            ids = (
-                self.tokenizer(req.prompt_text)["input_ids"]
-                if req.prompt_text is not None
-                else self.encode(req.messages)
+        ids = self.tokenizer(req.prompt_text)["input_ids"] if req.prompt_text is not None else self.encode(req.messages)
+        if req.assistant_prefix:
+            ids = ids + self.tokenizer(req.assistant_prefix, add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_prompt_tokens:
+            raise PromptTooLongError(len(ids), self.max_prompt_tokens)
+        p = req.params
+        if p.choices:  # one prefill, no decoding: the greedy token among the choices' first distinct tokens
+            common, allowed = choice_split(self.tokenizer, p.choices)
+            return TokensPrompt(prompt_token_ids=ids + common), VSamplingParams(
+                n=1, temperature=0.0, max_tokens=1, allowed_token_ids=allowed, logprobs=0
             )
-            if req.assistant_prefix:
-                ids = ids + self.tokenizer(req.assistant_prefix, add_special_tokens=False)["input_ids"]
-            if len(ids) > self.max_prompt_tokens:
-                raise PromptTooLongError(len(ids), self.max_prompt_tokens)
-            p = req.params
-            if p.choices:  # one prefill, no decoding: the greedy token among the choices' first distinct tokens
-                common, allowed = choice_split(self.tokenizer, p.choices)
-                prompts.append(TokensPrompt(prompt_token_ids=ids + common))
-                params.append(
-                    VSamplingParams(n=1, temperature=0.0, max_tokens=1, allowed_token_ids=allowed, logprobs=0)
-                )
-                continue
-            prompts.append(TokensPrompt(prompt_token_ids=ids))
-            params.append(
-                VSamplingParams(
-                    n=p.n,
-                    temperature=p.temperature,
-                    top_p=p.top_p if p.temperature > 0 else 1.0,
-                    max_tokens=max(1, min(p.max_new_tokens, self.max_model_len - len(ids))),
-                    seed=p.seed if p.temperature > 0 else None,
-                    stop=list(p.stop),
-                    include_stop_str_in_output=True,
-                    logprobs=p.top_logprobs,  # the chosen token's log-prob, and the k most likely where asked
-                    skip_special_tokens=True,
-                )
-            )
-        outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        gens = [self._generation(out, r.params.top_logprobs) for out, r in zip(outputs, requests)]
-        for i, req in enumerate(requests):
-            if req.params.choices:  # the chosen token's choice as the completion's text
-                _, allowed = choice_split(self.tokenizer, req.params.choices)
-                c = gens[i].completions[0]
-                text = req.params.choices[allowed.index(c.token_ids[0])]
-                gens[i] = Generation(
-                    gens[i].prompt_tokens, (Completion(text, c.token_ids, c.logprobs, "stop"),), gens[i].prompt_ids
-                )
-        return gens
+        return TokensPrompt(prompt_token_ids=ids), VSamplingParams(
+            n=p.n,
+            temperature=p.temperature,
+            top_p=p.top_p if p.temperature > 0 else 1.0,
+            max_tokens=max(1, min(p.max_new_tokens, self.max_model_len - len(ids))),
+            seed=p.seed if p.temperature > 0 else None,
+            stop=list(p.stop),
+            include_stop_str_in_output=True,
+            logprobs=p.top_logprobs,  # the chosen token's log-prob, and the k most likely where asked
+            skip_special_tokens=True,
+        )
+
+    def _finish(self, out: Any, req: GenerationRequest) -> Generation:
+        gen = self._generation(out, req.params.top_logprobs)
+        if not req.params.choices:
+            return gen
+        _, allowed = choice_split(self.tokenizer, req.params.choices)  # the chosen token's choice as the text
+        c = gen.completions[0]
+        text = req.params.choices[allowed.index(c.token_ids[0])]
+        return Generation(gen.prompt_tokens, (Completion(text, c.token_ids, c.logprobs, "stop"),), gen.prompt_ids)
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        inputs = [self._inputs(r) for r in requests]
+        outputs = self.llm.generate([i[0] for i in inputs], [i[1] for i in inputs], use_tqdm=False)
+        return [self._finish(out, r) for out, r in zip(outputs, requests)]
+
+    async def agenerate(self, request: GenerationRequest) -> Generation:
+        """One request in its own call, off the event loop (AsyncVLLMEngine schedules each on arrival)."""
+        return await generate_alone(self, request)
 
     @staticmethod
     def _generation(out: Any, k: int = 0) -> Generation:

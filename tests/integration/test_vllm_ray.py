@@ -22,7 +22,8 @@ pytestmark = [
 
 
 def test_one_serve_replica_runs_both_stages_on_vllm(ray_local):
-    """separate_stages=false: one vLLM engine (the Stage1 replica) serves stage 1 and stage 2."""
+    """separate_stages=false: one vLLM engine (the Stage1 replica) serves stage 1 and stage 2, with continuous
+    batching (batching=auto on vLLM: AsyncLLM), the same tokens as HF, seeded, and the prefix cache hit."""
     from ray import serve
 
     from reflectrm.engines.hf import HFEngine
@@ -67,5 +68,8 @@ def test_one_serve_replica_runs_both_stages_on_vllm(ray_local):
             httpx.post(url + "/get_reward", json={"query": [], "prompts": [], "labels": []}, timeout=60).status_code
             == 200
         )
+        stats = serve.get_deployment_handle("Stage1", "reflectrm").metrics_now.remote().result()
+        assert stats["batching"] == "continuous" and stats["generated_tokens"] > 0
+        assert 0 < stats["prefix_hits"] <= stats["prefix_queries"]  # the repeated pair found its prompt cached
     finally:
         serve.shutdown()
