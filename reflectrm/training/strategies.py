@@ -61,6 +61,14 @@ def all_sum(values: list[float]) -> list[float]:
     return t.tolist()
 
 
+def all_max(value: int) -> int:
+    """The largest of `value` over all ranks (a no-op in one process)."""
+    t = torch.tensor([value], dtype=torch.int64)
+    if world()[1] > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())
+
+
 def all_sum_named(values: dict[str, float]) -> dict[str, float]:
     """`all_sum` by name: every rank passes the same keys (sorted here, so the order always agrees)."""
     keys = sorted(values)
@@ -100,7 +108,9 @@ class Strategy:
             return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, last: bool | None = None) -> None:
+        """One micro-batch's backward; `last`: it ends the step's accumulation (DeepSpeed needs to know when
+        the count varies: micro-batches split by trainer.micro_batch_tokens)."""
         loss.backward()
 
     def step(self) -> float:
@@ -277,7 +287,9 @@ class DeepSpeed(Strategy):
         )
         self.wrapped = self.engine
 
-    def backward(self, loss: torch.Tensor) -> None:
+    def backward(self, loss: torch.Tensor, last: bool | None = None) -> None:
+        if last is not None:  # the step's micro-batch count varies with sequence lengths: say where it ends
+            self.engine.set_gradient_accumulation_boundary(last)
         self.engine.backward(loss, scale_wrt_gas=False)  # our loss is already normalised over the step
         self.engine.step()  # DeepSpeed steps only at the accumulation boundary
 

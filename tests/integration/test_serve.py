@@ -279,6 +279,10 @@ def test_32_concurrent_requests_are_all_answered(url):
     responses = asyncio.run(go())
     assert [r.status_code for r in responses] == [200] * 32
     assert len({r.json()["request_id"] for r in responses}) == 32
+    from ray import serve  # the counts behind the per-stage Prometheus gauges (HF: static batching)
+
+    stats = serve.get_deployment_handle("Stage1", "reflectrm").metrics_now.remote().result()
+    assert stats["batching"] == "static" and stats["generated_tokens"] > 0 and stats["queue"] == 0
 
 
 ENDPOINTS = ("/v1/judge", "/v1/rank", "/get_reward", "/v1/chat/completions", "/v1/completions")

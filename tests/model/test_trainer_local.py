@@ -152,3 +152,29 @@ def test_grpo_skips_and_counts_prompts_over_the_limit(tmp_path):
     assert [m["too_long"] for m in metrics] == [1, 1, 2]
     assert [m["pref_rollouts"] + m["refl_rollouts"] for m in metrics] == [2, 2, 0]
     assert summarize_metrics(metrics)["too_long"] == 4
+
+
+def test_a_token_budget_splits_micro_batches_with_the_same_gradients(tmp_path):
+    """trainer.micro_batch_tokens: memory follows sequence length. Splitting an SFT step's micro-batch to one
+    sequence at a time (a budget of 1 token) gives the same loss and gradient norm as one micro-batch."""
+    data = [
+        dict(r, target="<Analysis>\nok\n</Analysis>\n<Result>Response 1 is better</Result>") for r in rows(tmp_path, 4)
+    ]
+    runs = {}
+    for budget in (0, 1):
+        cfg = LoopConfig(
+            recipe="sft",
+            model=ModelConfig(name="tiny-random"),
+            optim=OptimConfig(lr=1e-3),
+            trainer=TrainerConfig(strategy="none", prompts_per_worker=4, micro_batch=4, micro_batch_tokens=budget),
+            max_steps=1,
+            checkpoint_every=0,
+            eval_every=0,
+        )
+        out = tmp_path / f"run{budget}"
+        torch.manual_seed(0)
+        train_worker(cfg, LocalSession(data, 4, out), steps_per_epoch=1, held_out=[])
+        runs[budget] = json.loads((out / "metrics.jsonl").read_text().splitlines()[0])
+    assert runs[0]["loss"] > 0 and runs[0]["grad_norm"] > 0
+    assert runs[1]["loss"] == pytest.approx(runs[0]["loss"], rel=1e-5)
+    assert runs[1]["grad_norm"] == pytest.approx(runs[0]["grad_norm"], rel=1e-4)

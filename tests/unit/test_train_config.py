@@ -112,3 +112,14 @@ def test_latest_checkpoint_skips_incomplete_ones(tmp_path):
             (d / "state.json").write_text(json.dumps({"step": step}))
     assert latest_checkpoint(tmp_path).path.endswith("step_000002")
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_micro_batches_follow_the_token_budget():
+    from reflectrm.training.trainer import micro_batches
+
+    assert micro_batches([10] * 5, 2) == [[0, 1], [2, 3], [4]]  # no budget: by count only
+    assert micro_batches([100, 100, 900, 50, 50], 8, 1000) == [[0, 1], [2], [3, 4]]  # padded size <= 1000
+    assert micro_batches([5000, 10], 8, 1000) == [[0], [1]]  # over the budget alone: goes alone
+    assert micro_batches([], 4, 100) == []
+    with pytest.raises(ValueError, match="micro_batch_tokens"):
+        TrainerConfig(micro_batch_tokens=-1)
