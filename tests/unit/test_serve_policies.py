@@ -82,3 +82,22 @@ def test_agenerate_is_the_protocols_async_path_with_the_same_answers():
 
     one, two = asyncio.run(both())
     assert one == two == engine.generate([request])[0] and len(one.completions) == 3
+
+
+def test_the_router_ranks_replicas_by_the_calls_affinity_key():
+    from types import SimpleNamespace
+
+    from serve.routing import PairAffinityRouter
+
+    router = PairAffinityRouter.__new__(PairAffinityRouter)  # choose_replicas uses no router state
+    replicas = [SimpleNamespace(replica_id=SimpleNamespace(unique_id=f"r{i}")) for i in range(3)]
+
+    def ranks(kwargs: dict) -> list:
+        return asyncio.run(router.choose_replicas(replicas, SimpleNamespace(kwargs=kwargs)))
+
+    ranked = ranks({"affinity": "pair-1"})
+    assert [[r.replica_id.unique_id for r in rank] for rank in ranked] == [
+        [i] for i in affinity_order("pair-1", ["r0", "r1", "r2"])
+    ]
+    assert ranks({"affinity": "pair-1"}) == ranked  # the same pair, the same replica first
+    assert ranks({}) == [replicas]  # no key: one rank, Serve picks the least loaded
