@@ -61,15 +61,13 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     token_sha256 = (
         hashlib.sha256(token.encode()).hexdigest() if token else None
     )  # the token itself never leaves this process
+
+    def stage(name: str, role: str, args: dict[str, Any]) -> Any:
+        return EngineStage.options(**stage_options(name, continuous, args)).bind(role, model, args, continuous)
+
     if not cfg.separate_stages:  # one deployment serves both stages (name Stage1 in the config's `deployments:`)
-        both = EngineStage.options(**stage_options("Stage1", continuous, plain["stage1"])).bind(
-            "both", model, plain["stage1"], cfg.batching
-        )
+        both = stage("Stage1", "both", plain["stage1"])
         return Ingress.bind(both, both, plain, token_sha256)
-    stage1 = EngineStage.options(**stage_options("Stage1", continuous, plain["stage1"])).bind(
-        "stage1", model, plain["stage1"], cfg.batching
+    return Ingress.bind(
+        stage("Stage1", "stage1", plain["stage1"]), stage("Stage2", "stage2", plain["stage2"]), plain, token_sha256
     )
-    stage2 = EngineStage.options(**stage_options("Stage2", continuous, plain["stage2"])).bind(
-        "stage2", model, plain["stage2"], cfg.batching
-    )
-    return Ingress.bind(stage1, stage2, plain, token_sha256)

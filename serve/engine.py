@@ -28,11 +28,11 @@ from serve.schemas import StageArgs
 WINDOW_S = 5.0  # tokens/s and the prefix-cache hit rate are over the last few seconds
 
 
-def load_stage_engine(cfg: ModelConfig, batching: str) -> Any:
+def load_stage_engine(cfg: ModelConfig, continuous: bool) -> Any:
     """The engine for a stage: vLLM's async engine for continuous batching, else the Protocol's own."""
-    from reflectrm.engines import load_engine, resolve_engine
+    from reflectrm.engines import load_engine
 
-    if batching != "static" and resolve_engine(cfg.engine) == "vllm":
+    if continuous:
         from reflectrm.engines.vllm_async import AsyncVLLMEngine
 
         return AsyncVLLMEngine.from_config(cfg)
@@ -41,13 +41,13 @@ def load_stage_engine(cfg: ModelConfig, batching: str) -> Any:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
 class EngineStage:
-    def __init__(self, stage: str, model: dict[str, Any], batching: dict[str, Any], mode: str = "auto"):
+    def __init__(self, stage: str, model: dict[str, Any], batching: dict[str, Any], continuous: bool = False):
         import torch
 
         cfg, batch = from_dict(ModelConfig, model), from_dict(StageArgs, batching)
         torch.set_num_threads(batch.threads or os.cpu_count() or 1)
-        self.engine = load_stage_engine(cfg, mode)
-        self.continuous = bool(getattr(self.engine, "continuous", False))
+        self.continuous = continuous  # serve/app.py decides: vLLM and batching != static
+        self.engine = load_stage_engine(cfg, continuous)
         self.generate_batch.set_max_batch_size(batch.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
         tags = ("stage",)
@@ -77,8 +77,8 @@ class EngineStage:
 
     def _counts(self) -> tuple[int, int, int, int, int]:
         """(queue, running, generated tokens, prefix lookups, prefix hits) now."""
-        c = getattr(self.engine, "counters", None)
-        if self.continuous and c is not None:
+        if self.continuous:
+            c = self.engine.counters
             return c.waiting, c.running, c.generated_tokens, c.prefix_queries, c.prefix_hits
         queries, hits = self.engine.prefix_cache_counters() if hasattr(self.engine, "prefix_cache_counters") else (0, 0)
         return self.inside - self.running, self.running, self.tokens, queries, hits

@@ -140,13 +140,6 @@ def install_error_handlers(app: FastAPI) -> None:
         fix = "see /docs for the routes and their methods" if exc.status_code in (404, 405) else "see /docs"
         return error_body(request, exc.status_code, "path", f"{request.method} {request.url.path}: {exc.detail}", fix)
 
-    @app.exception_handler(UnicodeError)
-    async def _unicode(request: Request, exc: UnicodeError) -> JSONResponse:  # e.g. a lone surrogate "\ud800"
-        return error_body(
-            request, 422, "body", "a string is not valid Unicode (an unpaired surrogate such as \\ud800)",
-            "send text as valid UTF-8 (escape \\ud800-\\udfff only in surrogate pairs)",
-        )  # fmt: skip
-
     @app.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
         return error_body(request, exc.status, exc.field, exc.message, exc.fix, exc.headers, **exc.extra)

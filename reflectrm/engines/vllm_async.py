@@ -59,7 +59,6 @@ def stat_logger_factory(counters: EngineCounters) -> Any:
 
 class AsyncVLLMEngine(VLLMEngine):
     name = "vllm"
-    continuous = True  # serve/engine.py: each request goes straight to agenerate (no @serve.batch)
 
     def __init__(self, llm: Any, loop: asyncio.AbstractEventLoop, counters: EngineCounters, *args: Any, **kw: Any):
         super().__init__(llm, *args, **kw)
@@ -91,10 +90,9 @@ class AsyncVLLMEngine(VLLMEngine):
             enable_thinking=cfg.enable_thinking,
         )
 
-    async def _run(self, request: GenerationRequest) -> Generation:
+    async def _run(self, request: GenerationRequest, prompt: Any, params: Any) -> Generation:
         from vllm.sampling_params import RequestOutputKind
 
-        prompt, params = self._inputs(request)
         params.output_kind = RequestOutputKind.FINAL_ONLY  # one output when all n samples are done
         final = None
         async for out in self.llm.generate(prompt, params, request_id=f"reflectrm-{next(self._ids)}"):
@@ -106,17 +104,17 @@ class AsyncVLLMEngine(VLLMEngine):
     async def agenerate(self, request: GenerationRequest) -> Generation:
         """One request through vLLM's scheduler, awaitable from any event loop. PromptTooLongError over the
         limit (raised before anything is queued); cancelling it aborts the request in vLLM."""
-        self._inputs(request)  # the prompt check, here: the caller gets the typed error at once
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._run(request), self.loop))
+        run = self._run(request, *self._inputs(request))  # the prompt check here: the caller gets the typed error
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(run, self.loop))
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         """The sync form (plain code, not inside this engine's loop): all requests at once."""
 
-        async def gather() -> list[Generation]:
-            return list(await asyncio.gather(*(self._run(r) for r in requests)))
+        inputs = [self._inputs(r) for r in requests]  # every prompt checked before any is queued
 
-        for r in requests:
-            self._inputs(r)
+        async def gather() -> list[Generation]:
+            return list(await asyncio.gather(*(self._run(r, *i) for r, i in zip(requests, inputs))))
+
         return asyncio.run_coroutine_threadsafe(gather(), self.loop).result()
 
     def prefix_cache_counters(self) -> tuple[int, int]:
