@@ -33,29 +33,10 @@ def shown_candidate_position(request, candidate_analysis: str) -> int:
 
 
 def write_toy_mix(path, n_pairs: int, seed: int = 3):
-    """A training mix like jobs.build_data's, made without a model: one preference row and one
-    reflection row per synthetic pair (the reflection row pairs the set's checkable analysis with the
-    right verdict against the same analysis with the wrong one)."""
-    import json
+    """A training mix like jobs.build_data's, made without a model (reflectrm.training.data.checkable_mix)."""
+    from reflectrm.data.loaders import write_rows
+    from reflectrm.training.data import checkable_mix
 
-    from reflectrm.data.loaders import pair_to_row, write_rows
-    from reflectrm.data.reflection import preference_row
-    from reflectrm.data.synthetic import synthetic_pairs, target_analysis
-
-    rows = []
-    for p in synthetic_pairs(n_pairs, seed=seed):
-        pr = pair_to_row(p)
-        rows.append(preference_row(pr))
-        a = target_analysis(p)
-        rows.append(
-            {
-                "id": f"refl:{p.id}",
-                "task": "critique",
-                "label": 1,
-                "pair": json.dumps(pr),
-                "critique_1": json.dumps({"analysis": a, "verdict": p.label}),
-                "critique_2": json.dumps({"analysis": a, "verdict": 3 - p.label}),
-            }
-        )
+    rows = checkable_mix(n_pairs, seed)
     write_rows(rows, path)
     return path

@@ -70,6 +70,30 @@ def load_rows(
     return [_clean(r) for r in train], [_clean(r) for r in held], notes
 
 
+def checkable_mix(n_pairs: int, seed: int = 3) -> list[dict[str, Any]]:
+    """A training mix made without a model, one preference row and one reflection row per synthetic pair
+    (the reflection row pairs the set's checkable analysis with the right verdict against the same analysis
+    with the wrong one): for tests and benchmarks of the training path."""
+    from reflectrm.data.synthetic import synthetic_pairs, target_analysis
+
+    rows = []
+    for p in synthetic_pairs(n_pairs, seed=seed):
+        pr = pair_to_row(p)
+        rows.append(preference_row(pr))
+        a = target_analysis(p)
+        rows.append(
+            {
+                "id": f"refl:{p.id}",
+                "task": "critique",
+                "label": 1,
+                "pair": json.dumps(pr),
+                "critique_1": json.dumps({"analysis": a, "verdict": p.label}),
+                "critique_2": json.dumps({"analysis": a, "verdict": 3 - p.label}),
+            }
+        )
+    return rows
+
+
 def interleave(rows: list[dict[str, Any]], seed: int) -> list[dict[str, Any]]:
     """The rows in a seeded random order within each task, the tasks spread evenly: every prefix keeps
     the mix's ratio (4:1 gives one critique item in each run of five), so a short run, or any step of a

@@ -21,6 +21,7 @@ from reflectrm.data.reflection import training_messages
 from reflectrm.engines.base import GenerationRequest, SamplingParams, generate_each
 from reflectrm.engines.hf import HFEngine
 from reflectrm.training.objectives import RewardConfig, grade, group_advantages, grpo_loss, sft_labels
+from reflectrm.training.rollout_engine import logprob_diff
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,7 @@ class Rollouts:
     correct: list[bool]
     tasks: list[str]  # "response" (preference items) or "critique" (reflection items)
     too_long: int = 0  # rows skipped: their prompt is over the engine's token limit (no rollouts, no loss)
+    engine_logprobs: list[tuple[float, ...]] = field(default_factory=list)  # the engine's, per sampled token
 
     def select(self, idx: Sequence[int]) -> Rollouts:
         """A micro-batch of these rollouts."""
@@ -53,6 +55,7 @@ class Rollouts:
             [self.valid[i] for i in idx],
             [self.correct[i] for i in idx],
             [self.tasks[i] for i in idx],
+            engine_logprobs=[self.engine_logprobs[i] for i in idx] if self.engine_logprobs else [],
         )
 
 
@@ -74,7 +77,7 @@ def rollout(
         for s in row_seeds
     ]
     gens, errors = generate_each(engine, [GenerationRequest(m, p) for m, p in zip(messages, params)])
-    prompts, completions, graded, tasks = [], [], [], []
+    prompts, completions, graded, tasks, logprobs = [], [], [], [], []
     for row, msgs, gen in zip(rows, messages, gens):
         if gen is None:  # too long: skipped and counted, never a crash (whole groups go, so groups stay aligned)
             continue
@@ -82,12 +85,13 @@ def rollout(
         for c in gen.completions:
             prompts.append(prompt)
             completions.append(list(c.token_ids))
+            logprobs.append(tuple(c.logprobs))
             graded.append(grade(c.text, row["task"], int(row["label"]), cfg.reward))
             tasks.append(row["task"])
     rewards = torch.tensor([g.reward for g in graded], dtype=torch.float32)
     too_long = sum(e is not None for e in errors)
     valid, correct = [g.valid for g in graded], [g.correct for g in graded]
-    return Rollouts(prompts, completions, rewards, valid, correct, tasks, too_long)
+    return Rollouts(prompts, completions, rewards, valid, correct, tasks, too_long, logprobs)
 
 
 def policy_batch(
@@ -141,7 +145,9 @@ def grpo_loss_on(
     ref_model   the frozen reference of the KL term; for LoRA pass the peft model itself (its
                 adapters are disabled for the reference pass)
     One update per rollout batch (as in the paper's GRPO), so the sampling policy IS the current
-    one: old log-probs are the current ones detached (ratio 1, gradient A * grad log p)."""
+    one: old log-probs are the current ones detached (ratio 1, gradient A * grad log p).
+    info's `logprob_diff_sum` / `logprob_diff_tokens`: |the engine's log-prob - the policy's| over the
+    sampled tokens, the check that the rollout engine held the policy's weights."""
     batch = policy_batch(rollouts.prompt_ids, rollouts.completion_ids, pad_id)
     adv = group_advantages(rollouts.rewards, cfg.n) if advantages is None else advantages
     ref = None
@@ -164,7 +170,10 @@ def grpo_loss_on(
         cfg.kl_coef,
         normalizer,
     )
-    return loss, {**info, "tokens": float(mask.sum())}
+    diff, counted = logprob_diff(
+        logp, mask, [len(p) for p in rollouts.prompt_ids], rollouts.engine_logprobs or [()] * len(rollouts.prompt_ids)
+    )
+    return loss, {**info, "tokens": float(mask.sum()), "logprob_diff_sum": diff, "logprob_diff_tokens": counted}
 
 
 def sft_loss_on(

@@ -24,15 +24,16 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Protocol, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Protocol, Sequence
 
 import torch
 
-from reflectrm.config import ModelConfig, PromptConfig
+from reflectrm.config import ModelConfig, PromptConfig, VLLMConfig
 from reflectrm.data.reflection import training_messages
 from reflectrm.engines.hf import HFEngine
 from reflectrm.inference import derive_seed
 from reflectrm.training.objectives import group_advantages
+from reflectrm.training.rollout_engine import choose_rollout_engine, lora_scaling
 from reflectrm.training.step import GRPOConfig, grpo_loss_on, rollout, sft_loss_on
 from reflectrm.training.strategies import OptimConfig, Strategy, all_max, all_sum, all_sum_named, make_strategy, world
 
@@ -71,6 +72,14 @@ class TrainerConfig:
     micro_batch_tokens: int = 8192
     max_failures: int = 1  # worker-group restarts from the last checkpoint
     keep_checkpoints: int = 2
+    # Who writes GRPO's rollouts (reflectrm/training/rollout_engine.py): hf, the model being trained; vllm, a
+    # vLLM engine per worker, loaded with the trainer's weights after every optimizer step; auto: vllm where a
+    # GPU and vLLM are present, else hf.
+    rollout_engine: Literal["auto", "hf", "vllm"] = "auto"
+    # The rollout engine's vLLM settings. CPU: kv_cache_gib; GPU: gpu_memory_utilization sizes its KV cache
+    # next to the trainer's memory (colocated), and with vllm_sleep its memory is released during the update.
+    vllm: VLLMConfig = VLLMConfig(kv_cache_gib=1, gpu_memory_utilization=0.3)
+    vllm_sleep: bool = True
 
     def __post_init__(self) -> None:
         if self.num_workers < 1:
@@ -81,6 +90,8 @@ class TrainerConfig:
             raise ValueError("trainer.prompts_per_worker and trainer.micro_batch must be >= 1")
         if self.micro_batch_tokens < 0:
             raise ValueError(f"trainer.micro_batch_tokens must be >= 0 (0: no limit), got {self.micro_batch_tokens}")
+        if self.rollout_engine not in ("auto", "hf", "vllm"):
+            raise ValueError(f"trainer.rollout_engine={self.rollout_engine!r}: valid values are auto, hf and vllm")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -230,13 +241,18 @@ def grpo_step(
     ref: torch.nn.Module | None,
     rows: list[dict[str, Any]],
     step: int,
+    sync_s: float = 0.0,
+    after_rollout: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """One GRPO step. `policy` generates the rollouts: the engine over this step's rollout model
-    (`engine.with_model(strategy.rollout_model())`, which the loop passes in)."""
+    (`engine.with_model(strategy.rollout_model())`), or the vLLM rollout engine the loop synced in
+    `sync_s` seconds; `after_rollout` runs between generation and the update (vLLM's sleep on GPU)."""
     _, size = world()
     t0 = time.perf_counter()
     seeds = [derive_seed(cfg.seed, r["id"], step) for r in rows]
     ro = rollout(policy, rows, cfg.grpo, cfg.prompt, seeds=seeds)
+    if after_rollout is not None:
+        after_rollout()
     gen_s = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -246,7 +262,7 @@ def grpo_step(
     normalizer = max(all_tokens, 1.0) / size  # gradients are averaged over workers: the sum / all tokens
     strategy.module.train()
     pad = policy.tokenizer.pad_token_id
-    loss_sum = kl_sum = 0.0
+    loss_sum = kl_sum = diff_sum = diff_tokens = 0.0
     lengths = [len(p) + len(c) for p, c in zip(ro.prompt_ids, ro.completion_ids)]
     chunks = micro_batches(lengths, cfg.trainer.micro_batch, cfg.trainer.micro_batch_tokens)
     count = all_max(max(len(chunks), cfg.grad_accum()))  # the same count on every worker
@@ -268,6 +284,8 @@ def grpo_step(
         strategy.backward(loss, last=k == count - 1)
         loss_sum += float(loss.detach())
         kl_sum += info["kl"] * info["tokens"]
+        diff_sum += info["logprob_diff_sum"]
+        diff_tokens += info["logprob_diff_tokens"]
     grad_norm = strategy.step()
     update_s = time.perf_counter() - t0
 
@@ -276,7 +294,10 @@ def grpo_step(
         "kl": kl_sum,
         "tokens": local_tokens,
         "gen_s": gen_s,
+        "sync_s": sync_s,
         "update_s": update_s,
+        "diff_sum": diff_sum,
+        "diff_tokens": diff_tokens,
         "seq_tokens": local_tokens + sum(len(p) for p in ro.prompt_ids),
         "too_long": ro.too_long,
         # groups whose rollouts' rewards differ: only they have non-zero advantages (a learning signal)
@@ -298,11 +319,14 @@ def grpo_step(
         "grad_norm": grad_norm,
         "lr": strategy.lr(),
         "gen_seconds": tot["gen_s"] / size,
+        "sync_seconds": tot["sync_s"] / size,  # the rollout engine's weight sync before this step (vllm)
         "update_seconds": tot["update_s"] / size,
         "completion_tokens": tot["tokens"],
         "gen_tokens_per_s": tot["tokens"] / max(tot["gen_s"] / size, 1e-9),
         "update_tokens_per_s": tot["seq_tokens"] / max(tot["update_s"] / size, 1e-9),
     }
+    if tot["diff_tokens"]:  # mean |engine log-prob - policy log-prob| of the sampled tokens: jumps on stale weights
+        m["rollout_logprob_diff"] = tot["diff_sum"] / tot["diff_tokens"]
     for name in TASKS.values():
         c = tot[f"{name}_rollouts"]
         m[f"{name}_rollouts"] = c
@@ -384,9 +408,7 @@ def train_worker(
     cfg: LoopConfig, session: Session, steps_per_epoch: int, held_out: Sequence[dict[str, Any]], device: str = "cpu"
 ) -> dict[str, Any]:
     """The whole run on one worker; returns the last metrics (with the export path on rank 0)."""
-    import torch.distributed as dist
-
-    rank, size = world()
+    _, size = world()
     torch.manual_seed(cfg.seed)
     engine, model, ref = build_model(cfg, device)
     t = cfg.trainer
@@ -401,6 +423,32 @@ def train_worker(
     )
     if steps_per_epoch < 1:
         raise ValueError(f"not one step of data: each step needs {size} worker(s) x {t.prompts_per_worker} prompts")
+    vllm_rollouts = None
+    if cfg.recipe != "sft" and choose_rollout_engine(t.rollout_engine, device) == "vllm":
+        from reflectrm.training.rollout_engine import VLLMRollouts
+
+        vllm_rollouts = VLLMRollouts(cfg.model, t.vllm, device, sleep=t.vllm_sleep)
+    try:
+        return _loop(cfg, session, steps_per_epoch, held_out, engine, strategy, ref, vllm_rollouts)
+    finally:
+        if vllm_rollouts is not None:
+            vllm_rollouts.close()
+
+
+def _loop(
+    cfg: LoopConfig,
+    session: Session,
+    steps_per_epoch: int,
+    held_out: Sequence[dict[str, Any]],
+    engine: HFEngine,
+    strategy: Strategy,
+    ref: torch.nn.Module | None,
+    vllm_rollouts: Any,
+) -> dict[str, Any]:
+    import torch.distributed as dist
+
+    rank, size = world()
+    t = cfg.trainer
     total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
 
     step = 0
@@ -430,6 +478,17 @@ def train_worker(
             t0 = time.perf_counter()
             if cfg.recipe == "sft":
                 m = sft_step(cfg, engine, strategy, rows)
+            elif vllm_rollouts is not None:
+                sync_s = 0.0
+                if vllm_rollouts.synced_step != step:  # new weights (or a resume): load them into the engine
+                    t_sync = time.perf_counter()
+                    state = strategy.full_state_dict()  # collective under FSDP2 / ZeRO-3
+                    vllm_rollouts.sync(state, step, lora_scaling(strategy.module))
+                    del state
+                    sync_s = time.perf_counter() - t_sync  # the gather too
+                m = grpo_step(
+                    cfg, vllm_rollouts.engine, strategy, ref, rows, step, sync_s, after_rollout=vllm_rollouts.release
+                )
             else:
                 m = grpo_step(cfg, engine.with_model(strategy.rollout_model().eval()), strategy, ref, rows, step)
             step += 1

