@@ -39,7 +39,7 @@ EVAL_ORDER = ("base", "unified", "rft")  # the paper's comparison first, where a
 # (rules 1 left 30 of 32). A workdir made under other rules is refused like other settings.
 DATA_RULES = 2
 # Settings that change how a run executes, not its results: a resume may change them.
-EXECUTION_ONLY = ("output", "workdir", "fresh", "micro_batch", "gradient_checkpointing")
+EXECUTION_ONLY = ("output", "workdir", "fresh", "micro_batch", "gradient_checkpointing", "eval_batch")
 
 
 def write_pairs(path: Path, pairs: list) -> str:
@@ -159,6 +159,7 @@ def main() -> None:
         "reflection rollouts of an LLMBar pair took a 16.5 GB worker",
     )  # fmt: skip
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
+    ap.add_argument("--eval-batch", type=int, default=16, help="pairs per engine call in evaluation (speed only)")
     ap.add_argument("--workdir", default="runs/bench_reproduce")
     ap.add_argument("--fresh", action="store_true", help="drop what --workdir holds and start afresh")
     args = parse(ap)
@@ -219,6 +220,7 @@ def main() -> None:
                 [
                     "--config", "jobs/configs/evaluate.yaml", f"model={trained[name]}", f"datasets=[{','.join(datasets)}]",
                     "methods=[greedy,majority,reflect]", f"judge.n={args.n}", budget, "judge.seed=1234", *ray,
+                    f"stages.stage1.batch_size={args.eval_batch}", f"stages.stage2.batch_size={args.eval_batch}",
                     f"output={work / f'eval_{name}'}",
                 ]
             )["results"],
