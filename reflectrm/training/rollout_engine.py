@@ -55,14 +55,18 @@ def merged_weights(state: Mapping[str, torch.Tensor], lora_scaling: float | None
     peft = any(".lora_A." in k for k in state)
     if peft and lora_scaling is None:
         raise ValueError("a LoRA state needs its scaling (lora_alpha / rank) to be merged")
+    adapters: dict[tuple[str, str], torch.Tensor] = {}  # (module, "A" | "B") -> weight
+    for key, value in state.items():
+        for part in ("A", "B"):
+            if f".lora_{part}." in key and key.endswith(".weight"):
+                adapters[(key.split(f".lora_{part}.")[0], part)] = value
     for key, value in state.items():
         if peft and (".lora_A." in key or ".lora_B." in key or ".lora_embedding_" in key):
             continue
         name = key.removeprefix("base_model.model.")
         if peft and ".base_layer." in name:
             stem = key.rsplit(".base_layer.", 1)[0]
-            a = next((state[k] for k in state if k.startswith(f"{stem}.lora_A.") and k.endswith(".weight")), None)
-            b = next((state[k] for k in state if k.startswith(f"{stem}.lora_B.") and k.endswith(".weight")), None)
+            a, b = adapters.get((stem, "A")), adapters.get((stem, "B"))
             name = name.replace(".base_layer.", ".")
             if a is not None and b is not None and name.endswith(".weight"):
                 value = value.float() + lora_scaling * (b.float() @ a.float())
