@@ -1,6 +1,6 @@
 """The learning result: base vs RFT vs unified GRPO on SmolLM2-135M, on held-out pairs (method.md §2-5).
 
-    .venv/bin/python -m benchmarks.reproduce                       # ~2 h on 2 cores; re-run to resume
+    .venv/bin/python -m benchmarks.reproduce                       # ~1.7 h on 2 cores; re-run to resume
     .venv/bin/python -m benchmarks.reproduce --grpo-steps 4 --eval-pairs 8   # a quick look at the shape
 
 1. data      training pairs: the synthetic verifiable set (its own seed) + the LLMBar-natural train
