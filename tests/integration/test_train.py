@@ -63,14 +63,11 @@ def runs(ray_local, mix, tmp_path_factory):
         ("ddp", ["trainer.strategy=ddp", "fail_at_step=2"]),
         ("fsdp2", ["trainer.strategy=fsdp2"]),
         ("deepspeed", ["trainer.strategy=deepspeed", "trainer.zero_stage=2"]),
-    ] + (
-        [("ddp_vllm", ["trainer.strategy=ddp", "trainer.rollout_engine=vllm", "fail_at_step=2"])]
-        if vllm_available()
-        else []
-    ):
+    ]:
         folder = root / name
         summary = main(common + extra + [f"output={folder}"])
         out[name] = (folder, summary)
+    out["common"] = common
     return out
 
 
