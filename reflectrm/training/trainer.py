@@ -33,7 +33,7 @@ from reflectrm.data.reflection import training_messages
 from reflectrm.engines.hf import HFEngine
 from reflectrm.inference import derive_seed
 from reflectrm.training.objectives import group_advantages
-from reflectrm.training.rollout_engine import choose_rollout_engine, lora_scaling
+from reflectrm.training.rollout_engine import VLLMRollouts, choose_rollout_engine, lora_scaling
 from reflectrm.training.step import GRPOConfig, grpo_loss_on, rollout, sft_loss_on
 from reflectrm.training.strategies import OptimConfig, Strategy, all_max, all_sum, all_sum_named, make_strategy, world
 
@@ -425,8 +425,6 @@ def train_worker(
         raise ValueError(f"not one step of data: each step needs {size} worker(s) x {t.prompts_per_worker} prompts")
     vllm_rollouts = None
     if cfg.recipe != "sft" and choose_rollout_engine(t.rollout_engine, device) == "vllm":
-        from reflectrm.training.rollout_engine import VLLMRollouts
-
         vllm_rollouts = VLLMRollouts(cfg.model, t.vllm, device, sleep=t.vllm_sleep)
     try:
         return _loop(cfg, session, steps_per_epoch, held_out, engine, strategy, ref, vllm_rollouts)
@@ -443,12 +441,11 @@ def _loop(
     engine: HFEngine,
     strategy: Strategy,
     ref: torch.nn.Module | None,
-    vllm_rollouts: Any,
+    vllm_rollouts: VLLMRollouts | None,
 ) -> dict[str, Any]:
     import torch.distributed as dist
 
     rank, size = world()
-    t = cfg.trainer
     total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
 
     step = 0
