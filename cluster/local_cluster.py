@@ -8,6 +8,9 @@
 Each node is a `ray start --block` process in its own process group; `stop` ends only those
 groups (never `ray stop`, which kills every Ray process on the machine, yours and everyone's).
 The nodes run with this Python on PATH, so a job's `python` is the project's environment.
+Each worker node has its own Ray temp dir, as a separate machine would: Ray's runtime-env agent of a
+node (re)unpacks a job's working dir into its session's runtime_resources, removing what is there, so
+nodes sharing one would pull a running job's files from under it.
 Token auth: a single-user cluster on 127.0.0.1 runs with RAY_AUTH_MODE=disabled (set here for the
 nodes; export it where you run `ray job submit`). Keep auth on for any cluster others can reach.
 """
@@ -17,10 +20,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -160,6 +165,8 @@ def start(
     STATE.write_text(json.dumps(state))
     _wait(dashboard, 1, timeout_s, pids)
     for i in range(workers):
+        temp = tempfile.mkdtemp(prefix=f"reflectrm-node{i + 1}-")  # short: Ray's socket paths live under it
+        state.setdefault("temp_dirs", []).append(temp)
         pids.append(
             _spawn(
                 [
@@ -169,6 +176,7 @@ def start(
                     "--num-gpus=0",
                     f"--object-store-memory={store}",
                     f'--resources={{"worker_node": 1, "worker_{i}": 1}}',
+                    f"--temp-dir={temp}",
                     *_node_ports(20200 + 200 * i),
                 ],
                 logs / f"worker_{i}.log",
@@ -221,7 +229,10 @@ def stop(grace_s: float = 10) -> int:
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline and any(_alive(p) or group_alive(p) for p in running):
         time.sleep(0.2)
-    _forget_address(json.loads(STATE.read_text())["address"])
+    state = json.loads(STATE.read_text())
+    _forget_address(state["address"])
+    for temp in state.get("temp_dirs", []):
+        shutil.rmtree(temp, ignore_errors=True)
     STATE.unlink(missing_ok=True)
     return len(running)
 

