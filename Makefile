@@ -1,6 +1,7 @@
 # The two commands of the README work on a fresh clone: each creates (or reuses) .venv first.
 #   make run    the main job on the embedded default model
-#   make test   the format check, then every test (unit, model, Ray-on-CPU integration)
+#   make test   the format check, then every test (unit, model, Ray-on-CPU integration); CI runs this
+#   make test-fast   daily work: the format check and the tests with no Ray and no slow mark (a few minutes)
 
 PYTHON ?= python3
 VENV   := .venv
@@ -10,7 +11,7 @@ STAMP  := $(VENV)/.installed
 VLLM   ?= 1
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup vllm run test bench clean
+.PHONY: setup vllm run test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -48,6 +49,10 @@ run: setup
 test: setup
 	$(PY) -m ruff format --check --quiet . || (echo "run: $(PY) -m ruff format ." && exit 1)
 	$(PY) -m pytest
+
+test-fast: setup
+	$(PY) -m ruff format --check --quiet . || (echo "run: $(PY) -m ruff format ." && exit 1)
+	$(PY) -m pytest -m "not ray and not slow"
 
 bench: setup
 	$(PY) -m benchmarks.engine_and_method

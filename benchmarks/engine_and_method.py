@@ -24,11 +24,11 @@ import torch
 
 from benchmarks.common import SHARED, parse, parser, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
-from reflectrm.data.loaders import load_pairs
+from reflectrm.data.formats import load_pairs
+from reflectrm.engines.base import GenerationRequest, SamplingParams
 from reflectrm.engines.hf import HFEngine
 from reflectrm.inference import Judge, Steps
 from reflectrm.prompts import reflection_prompt
-from reflectrm.engines.base import GenerationRequest, SamplingParams
 
 
 def timed(fn):

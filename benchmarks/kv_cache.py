@@ -16,9 +16,10 @@ import time
 from transformers import DynamicCache
 
 import reflectrm.engines.hf as hf
+import reflectrm.engines.hf_cache as hf_cache
 from benchmarks.common import SHARED, parse, parser, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
-from reflectrm.data.loaders import load_pairs
+from reflectrm.data.formats import load_pairs
 from reflectrm.inference import Judge
 
 
@@ -32,14 +33,14 @@ def main() -> None:
     pairs, _ = load_pairs("llmbar", SHARED / "llmbar" / "natural.json", limit=args.pairs)
     engine = hf.HFEngine.from_config(ModelConfig(name=args.model))
     judge = Judge(engine, JudgeConfig(n=args.n, max_new_tokens=args.max_new_tokens))
-    growing = hf._growing_cache
+    growing = hf_cache.growing_cache
     runs, texts = {}, {}
     for name, make in (
         ("growing", growing),
         ("dynamic", lambda cfg: DynamicCache(config=cfg)),
         ("growing_again", growing),
     ):
-        hf._growing_cache = make
+        hf_cache.growing_cache = make
         t0 = time.perf_counter()
         results = judge.judge(pairs, "majority")
         secs = time.perf_counter() - t0
@@ -47,7 +48,7 @@ def main() -> None:
         runs[name] = {"seconds": round(secs, 2), "completion_tokens": tokens, "tokens_per_s": round(tokens / secs, 2)}
         texts[name] = [j.text for r in results for j in r.judgments]
         print(name, runs[name], flush=True)
-    hf._growing_cache = growing
+    hf_cache.growing_cache = growing
     mean_growing = (runs["growing"]["seconds"] + runs["growing_again"]["seconds"]) / 2
     report = {
         "model": args.model,

@@ -23,6 +23,7 @@ JSON out: the settings, the held-out check, each stage's seconds, the learning c
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -36,14 +37,15 @@ from benchmarks.common import SHARED, parse, parser, write_report
 MODELS = ("base", "rft", "unified")
 EVAL_ORDER = ("base", "unified", "rft")  # the paper's comparison first, where a sitting ends between evaluations
 # 2: the synthetic held-out set is topped up to --eval-pairs after dropping pairs seen in training
-# (rules 1 left 30 of 32). A workdir made under other rules is refused like other settings.
-DATA_RULES = 2
+# (rules 1 left 30 of 32). 3: the warm start is the main job's (one source: warm_start_pairs(steps) pairs
+# on Ray Train). A workdir made under other rules is refused like other settings.
+DATA_RULES = 3
 # Settings that change how a run executes, not its results: a resume may change them.
 EXECUTION_ONLY = ("output", "workdir", "fresh", "micro_batch", "gradient_checkpointing", "eval_batch")
 
 
 def write_pairs(path: Path, pairs: list) -> str:
-    from reflectrm.data.loaders import pair_to_row
+    from reflectrm.data.codec import pair_to_row
 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(json.dumps(pair_to_row(p)) + "\n" for p in pairs))
@@ -52,11 +54,12 @@ def write_pairs(path: Path, pairs: list) -> str:
 
 def make_data(work: Path, args: Any) -> dict[str, Any]:
     """The training and evaluation files, and the held-out check."""
-    from reflectrm.data.loaders import load_pairs
+    from reflectrm.data.formats import load_pairs
     from reflectrm.data.synthetic import synthetic_pairs
     from reflectrm.experiment import heldout_pairs, overlap, split_held_out
+    from reflectrm.training.warm_start import warm_start_pairs
 
-    warm_draw = {0: args.warm_steps * 4 * 2}  # what the warm start draws (reflectrm.training.warm_start)
+    warm_draw = {0: warm_start_pairs(args.warm_steps)}  # what the warm start draws (reflectrm.training.warm_start)
     synth_train = synthetic_pairs(args.synthetic_train, seed=201)
     synth_held, dropped = heldout_pairs(args.eval_pairs, 202, {**warm_draw, 201: args.synthetic_train}, top_up=True)
     llmbar, _ = load_pairs("llmbar", SHARED / "llmbar" / "natural.json")
@@ -153,78 +156,82 @@ def main() -> None:
     ap.add_argument("--grpo-lr", type=float, default=5e-6)
     ap.add_argument("--eval-every", type=int, default=4)
     ap.add_argument("--curve-pairs", type=int, default=8, help="mix preference rows kept apart for the curves")
+    micro = "sequences per forward/backward in training (the rest is accumulated: the same gradients); 8 reflection "
     ap.add_argument(
-        "--micro-batch", type=int, default=2,
-        help="sequences per forward/backward in training (the rest is accumulated: the same gradients); 8 "
-        "reflection rollouts of an LLMBar pair took a 16.5 GB worker",
-    )  # fmt: skip
+        "--micro-batch", type=int, default=2, help=micro + "rollouts of an LLMBar pair took a 16.5 GB worker"
+    )
     ap.add_argument("--gradient-checkpointing", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--eval-batch", type=int, default=16, help="pairs per engine call in evaluation (speed only)")
     ap.add_argument("--workdir", default="runs/bench_reproduce")
     ap.add_argument("--fresh", action="store_true", help="drop what --workdir holds and start afresh")
     args = parse(ap)
-    from jobs import build_data, evaluate, train
-    from reflectrm.training.warm_start import warm_start
+    from jobs.common import run_folder
+    from jobs.main_config import build_config, eval_config, grpo_config, warm_start_config
+    from jobs.ray_building import build_data
+    from jobs.ray_scoring import evaluate
+    from jobs.ray_setup import RayConfig
+    from jobs.ray_training import train
+    from reflectrm.config import JudgeConfig, ModelConfig
+    from reflectrm.data.sources import DataConfig
 
     work = Path(args.workdir).resolve()
     check_settings(work, args)
     cpus = os.cpu_count() or 1
-    ray = [f"ray.num_cpus={cpus}"]
-    budget = f"judge.max_new_tokens={args.max_new_tokens}"
+    ray = RayConfig(num_cpus=cpus)
+    budget = args.max_new_tokens  # the one judge budget of every stage
     seconds: dict[str, float] = {}
+
+    def run(job: Any, cfg: Any) -> Any:
+        """One stage through its job's adapter, as jobs/main.py runs it (config.json in its folder)."""
+        return job(cfg, run_folder(cfg, cfg.output).resolve())
+
     data = stage(work, "data", seconds, lambda: make_data(work, args))
-    base = stage(
-        work, "warm", seconds, lambda: str(warm_start(args.base, args.warm_steps, work / "warm", lr=2e-5, seed=0))
+    warm = warm_start_config(args.base, args.warm_steps, 2e-5, ray=ray, seed=0, output=str(work / "warm"))
+    base = stage(work, "warm", seconds, lambda: run(train, warm)["export"])
+    build_cfg = build_config(
+        ModelConfig(name=base),
+        DataConfig(format="canonical", path=data["train"]),
+        JudgeConfig(mode="majority", n=args.n, seed=1, max_new_tokens=budget),
+        ray=ray,
+        output=str(work / "build"),
     )
-    build = stage(
-        work,
-        "build",
-        seconds,
-        lambda: build_data.main(
-            [
-                "--config", "jobs/configs/build_data.yaml", f"model={base}", "data.format=canonical",
-                f"data.path={data['train']}", f"judge.n={args.n}", "judge.seed=1", budget,
-                f"pool.threads={cpus}", *ray, f"output={work / 'build'}",
-            ]
-        ),
-    )  # fmt: skip
+    build = stage(work, "build", seconds, lambda: run(build_data, build_cfg))
     trained = {"base": base}
     arms = {}
     for name, recipe in (("rft", "rft"), ("unified", "grpo")):
-        arms[name] = stage(
-            work,
-            name,
-            seconds,
-            lambda recipe=recipe, name=name: train.main(
-                [
-                    "--config", f"jobs/configs/{recipe}.yaml", f"model={base}", f"data.path={work / 'build' / 'mix.parquet'}",
-                    f"data.held_out={args.curve_pairs}", f"max_steps={args.grpo_steps}", f"optim.lr={args.grpo_lr}",
-                    f"trainer.prompts_per_worker={args.grpo_prompts}", f"trainer.micro_batch={min(args.micro_batch, args.rollouts * args.grpo_prompts)}",
-                    f"trainer.gradient_checkpointing={str(args.gradient_checkpointing).lower()}",
-                    "trainer.cpus_per_worker=1", f"trainer.threads={cpus}", f"grpo.n={args.rollouts}",
-                    f"grpo.max_new_tokens={args.max_new_tokens}", f"eval_every={args.eval_every}",
-                    f"eval_max_new_tokens={args.max_new_tokens}", "checkpoint_every=2", "seed=0", *ray,
-                    f"output={work / name}",
-                ]
-            ),
-        )  # fmt: skip
+        cfg = grpo_config(recipe, base, work / "build" / "mix.parquet", args.grpo_steps, args.grpo_lr, ray=ray, seed=0)
+        trainer = dataclasses.replace(
+            cfg.trainer,
+            prompts_per_worker=args.grpo_prompts,
+            micro_batch=min(args.micro_batch, args.rollouts * args.grpo_prompts),
+            gradient_checkpointing=args.gradient_checkpointing,
+        )
+        cfg = dataclasses.replace(
+            cfg,
+            data=dataclasses.replace(cfg.data, held_out=args.curve_pairs),
+            trainer=trainer,
+            grpo=dataclasses.replace(cfg.grpo, n=args.rollouts, max_new_tokens=budget),
+            eval_every=args.eval_every,
+            eval_max_new_tokens=budget,
+            checkpoint_every=2,
+            output=str(work / name),
+        )
+        arms[name] = stage(work, name, seconds, lambda cfg=cfg: run(train, cfg))
         trained[name] = arms[name]["export"]
-    datasets = [f"{k}=canonical:{v}" for k, v in data["eval"].items()]  # `judgebench` by name: reported apart
+    datasets = tuple(f"{k}=canonical:{v}" for k, v in data["eval"].items())  # `judgebench` by name: reported apart
+    judge = JudgeConfig(n=args.n, max_new_tokens=budget, seed=1234)
     results = {}
     for name in EVAL_ORDER:
-        results[name] = stage(
-            work,
-            f"eval_{name}",
-            seconds,
-            lambda name=name: evaluate.main(
-                [
-                    "--config", "jobs/configs/evaluate.yaml", f"model={trained[name]}", f"datasets=[{','.join(datasets)}]",
-                    "methods=[greedy,majority,reflect]", f"judge.n={args.n}", budget, "judge.seed=1234", *ray,
-                    f"stages.stage1.batch_size={args.eval_batch}", f"stages.stage2.batch_size={args.eval_batch}",
-                    f"output={work / f'eval_{name}'}",
-                ]
-            )["results"],
-        )  # fmt: skip
+        cfg = eval_config(
+            ModelConfig(name=trained[name]),
+            judge,
+            datasets,
+            args.eval_batch,
+            methods=("greedy", "majority", "reflect"),
+            ray=ray,
+            output=str(work / f"eval_{name}"),
+        )
+        results[name] = stage(work, f"eval_{name}", seconds, lambda cfg=cfg: run(evaluate, cfg)["results"])
     table = [
         {
             "model": name,
@@ -258,16 +265,13 @@ def main() -> None:
     def fmt(v: Any, ci: Any) -> str:
         return "-" if v is None else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
 
-    print(
-        text_table(
-            ["model", "dataset", "method", "pairs", "accuracy [95% CI]", "consistency [95% CI]", "valid"],
-            [
-                [t["model"], t["dataset"], t["method"], t["pairs"], fmt(t["accuracy"], t["accuracy_ci95"]),
-                 fmt(t["consistency"], t["consistency_ci95"]), f"{t['valid_judgment_rate']:.2f}"]
-                for t in table
-            ],
-        )
-    )  # fmt: skip
+    head = ["model", "dataset", "method", "pairs", "accuracy [95% CI]", "consistency [95% CI]", "valid"]
+    rows = [
+        [t["model"], t["dataset"], t["method"], t["pairs"], fmt(t["accuracy"], t["accuracy_ci95"])]
+        + [fmt(t["consistency"], t["consistency_ci95"]), f"{t['valid_judgment_rate']:.2f}"]
+        for t in table
+    ]
+    print(text_table(head, rows))
 
 
 if __name__ == "__main__":

@@ -25,9 +25,9 @@ from benchmarks.common import parse, parser, write_report
 
 def side(args, engine: str, rows: list, out: Path) -> dict:
     from reflectrm.config import ModelConfig
-    from reflectrm.training.step import GRPOConfig
-    from reflectrm.training.strategies import OptimConfig
-    from reflectrm.training.trainer import LocalSession, LoopConfig, TrainerConfig, train_worker
+    from reflectrm.training.config import GRPOConfig, LoopConfig, OptimConfig, TrainerConfig
+    from reflectrm.training.session import LocalSession
+    from reflectrm.training.trainer import train_worker
 
     cfg = LoopConfig(
         model=ModelConfig(name=args.model),

@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--only", nargs="*", help="run only these (names: " + ", ".join(n for n, _, _ in RUNS) + ")")
     args = parse(ap)
     from jobs.train import main as train
-    from reflectrm.data.loaders import write_rows
+    from reflectrm.data.items import write_items
     from reflectrm.engines.vllm import vllm_available
     from reflectrm.report import table
     from reflectrm.training.data import checkable_mix
@@ -78,7 +78,7 @@ def main() -> None:
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "mix.parquet"
-        write_rows(checkable_mix(10, 3), data)
+        write_items(checkable_mix(10, 3), data)
         for name, finetune, extra in RUNS:
             if args.only and name not in args.only:
                 continue

@@ -21,7 +21,7 @@ from reflectrm.data.synthetic import synthetic_pairs, target_analysis
 from reflectrm.engines.hf import HFEngine
 from reflectrm.inference import Judge
 from reflectrm.prompts import render_judgment, response_prompt
-from reflectrm.training.step import sft_loss_on
+from reflectrm.training.policy import sft_loss_on
 
 
 def greedy_eval(engine: HFEngine, pairs, max_new_tokens: int) -> dict:

@@ -128,7 +128,7 @@ def main() -> None:
     ap.add_argument("--kv-cache-gib", type=int, default=4)
     args = parse(ap)
     from reflectrm.config import JudgeConfig, ModelConfig, VLLMConfig
-    from reflectrm.data.loaders import load_pairs
+    from reflectrm.data.formats import load_pairs
     from reflectrm.engines.vllm import VLLMEngine
     from reflectrm.training.warm_start import warm_start
 

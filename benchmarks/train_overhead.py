@@ -65,15 +65,16 @@ def main() -> None:
     from jobs.common import parse_job_config
     from jobs.ray_training import TrainConfig
     from jobs.train import main as train_main
-    from reflectrm.training.data import load_rows
-    from reflectrm.training.trainer import LocalSession, train_worker
+    from reflectrm.training.data import load_items
+    from reflectrm.training.session import LocalSession
+    from reflectrm.training.trainer import train_worker
     from tests.helpers import write_toy_mix
 
     tmp = Path(tempfile.mkdtemp(prefix="train_overhead-"))
     data = write_toy_mix(tmp / "mix.parquet", 12)
 
     cfg = parse_job_config(TrainConfig, argv_for(args.model, args.steps, data, tmp / "plain"), "")
-    rows, held, _ = load_rows(cfg.recipe, cfg.data, cfg.seed)
+    rows, held, _ = load_items(cfg.recipe, cfg.data, cfg.seed)
     torch.set_num_threads(os.cpu_count() or 1)
     t0 = time.perf_counter()
     train_worker(

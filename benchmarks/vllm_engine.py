@@ -28,7 +28,7 @@ from reflectrm.inference import Judge
 def load_pairs(n: int):
     path = SHARED / "llmbar" / "natural.json"
     if path.is_file():
-        from reflectrm.data.loaders import load_pairs as load
+        from reflectrm.data.formats import load_pairs as load
 
         pairs, _ = load("llmbar", path)
         return pairs[:n], f"llmbar natural, first {n}"

@@ -16,7 +16,7 @@ from typing import Sequence
 
 from jobs.common import describe, parse_job_config, run_folder, user_errors
 from jobs.ray_building import BuildDataConfig, build_data
-from reflectrm.data.reflection import parse_ratio
+from reflectrm.data.builder import parse_ratio
 from reflectrm.report import table
 
 

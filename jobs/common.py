@@ -10,15 +10,15 @@ import json
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence, TypeVar
+from typing import Any, Iterator, Sequence, TypeVar
 
-from reflectrm.config import ConfigError, load_config, to_dict
+from reflectrm.config import ConfigError, SettingsParser, load_config, to_dict
 
 T = TypeVar("T")
 
 
 def parse_job_config(cls: type[T], argv: Sequence[str] | None, description: str) -> T:
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = SettingsParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", help="YAML config file (jobs/configs/...)")
     parser.add_argument(
         "--verbose", action="store_true", help="show Ray Data's, Ray Train's and vLLM's own logs (ray.verbose=true)"
@@ -52,16 +52,6 @@ def user_errors(job: str) -> Iterator[None]:
         raise SystemExit(2) from None
 
 
-@dataclasses.dataclass(frozen=True)
-class DataConfig:
-    """A job's input pairs."""
-
-    format: str = "synthetic"  # a loader format (reflectrm.data.loaders.FORMATS), or synthetic
-    path: str = "2000"  # file / hub id; for synthetic: how many pairs
-    limit: int | None = None  # at most this many pairs
-    on_bad_row: Literal["error", "skip"] = "error"  # skip: count bad rows instead of stopping
-
-
 def run_folder(cfg: object, output: str) -> Path:
     """A job's output folder, with the resolved config saved in it (config.json) for the record."""
     out = Path(output)
@@ -80,7 +70,7 @@ def follow_progress(fit: Any, metrics: Path, total: int, initial: int, desc: str
     """Run `fit` on a thread; meanwhile a bar on the driver follows the steps in metrics.jsonl."""
     from tqdm import tqdm
 
-    from reflectrm.training.trainer import read_metrics
+    from reflectrm.training.run_log import read_metrics
 
     failure: list[BaseException] = []
 

@@ -35,16 +35,14 @@ from jobs.ray_scoring import evaluate
 from jobs.ray_setup import init_ray
 from jobs.ray_training import train
 from reflectrm.experiment import before_after, heldout_files, write_report
+from reflectrm.training.warm_start import warm_start_pairs
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
     cfg = parse_job_config(MainConfig, argv, __doc__).budgets()  # the one judge budget, in every stage
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # the embedded local Ray is single-user
     out = run_folder(cfg, cfg.output).resolve()
-    draws = {
-        TRAIN_SEED: cfg.warmstart.steps * 4 + 4,
-        BUILD_SEED: cfg.build.pairs,
-    }  # what the warm start and build_data draw
+    draws = {TRAIN_SEED: warm_start_pairs(cfg.warmstart.steps), BUILD_SEED: cfg.build.pairs}  # what training draws
     files, dropped = heldout_files(out / "data", cfg.eval.pairs, cfg.eval.llmbar, EVAL_SEED, draws)
     ev, sft, bd, grpo = sub_configs(cfg, out, tuple(f"{name}=canonical:{path}" for name, (path, _) in files.items()))
     print(

@@ -1,23 +1,27 @@
 """The main job's config (jobs/main.py), and how it derives each stage's config from the stage job's
-own YAML with dataclasses.replace: the evaluations, the SFT warm start, build_data and GRPO."""
+own YAML with dataclasses.replace: the evaluations, the SFT warm start, build_data and GRPO. The stage
+builders (`eval_config`, `warm_start_config`, `build_config`, `grpo_config`) are what benchmarks/reproduce.py
+composes too."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
-from jobs.common import DataConfig
 from jobs.ray_building import BuildDataConfig
 from jobs.ray_scoring import EvaluateConfig, StagesConfig
 from jobs.ray_setup import PoolConfig, RayConfig
 from jobs.ray_training import TrainConfig
 from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig, load_config, narrow
-from reflectrm.training.data import TrainDataConfig
-from reflectrm.training.step import GRPOConfig
+from reflectrm.data.sources import DataConfig
+from reflectrm.training.config import GRPOConfig
+from reflectrm.training.warm_start import warm_start_data
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 TRAIN_SEED, BUILD_SEED, EVAL_SEED = 0, 1, 1234  # three disjoint draws of the synthetic set
+CPUS = os.cpu_count() or 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,62 +100,57 @@ def _positive_tokens(n: int) -> None:
         raise ConfigError(f"max_new_tokens={n}: must be >= 1")
 
 
+def eval_config(
+    model: ModelConfig, judge: JudgeConfig, datasets: tuple[str, ...], batch_size: int, **fields: Any
+) -> EvaluateConfig:
+    """jobs/configs/evaluate.yaml with this model, judge and datasets, on one pool of `batch_size` pairs a call."""
+    ev = load_config(EvaluateConfig, CONFIGS / "evaluate.yaml", [f"datasets=[{','.join(datasets)}]"])
+    stages = StagesConfig(separate=False, stage1=PoolConfig(cpus=1, batch_size=batch_size))
+    return dataclasses.replace(ev, model=model, judge=judge, stages=stages, **fields)
+
+
+def warm_start_config(base: str, steps: int, lr: float, **fields: Any) -> TrainConfig:
+    """jobs/configs/sft.yaml as the SFT warm start (reflectrm.training.warm_start: its data, one source), on
+    one worker with every core."""
+    sft = load_config(TrainConfig, CONFIGS / "sft.yaml")
+    trainer = dataclasses.replace(sft.trainer, prompts_per_worker=4, micro_batch=4, cpus_per_worker=1, threads=CPUS)
+    optim = dataclasses.replace(sft.optim, lr=lr)
+    data = warm_start_data(steps)
+    return dataclasses.replace(
+        sft, model=ModelConfig(name=base), data=data, max_steps=steps or None, optim=optim, trainer=trainer, **fields
+    )
+
+
+def grpo_config(recipe: str, base: str, mix: Path, steps: int, lr: float, **fields: Any) -> TrainConfig:
+    """jobs/configs/{grpo,rft}.yaml on build_data's mix, `steps` steps at `lr`, one worker with every core."""
+    cfg = load_config(TrainConfig, CONFIGS / f"{recipe}.yaml")
+    trainer = dataclasses.replace(cfg.trainer, cpus_per_worker=1, threads=CPUS)
+    cfg = dataclasses.replace(cfg, trainer=trainer, optim=dataclasses.replace(cfg.optim, lr=lr))
+    data = DataConfig(format="mix", path=str(mix), held_out=0)
+    return dataclasses.replace(cfg, model=ModelConfig(name=base), data=data, max_steps=steps, **fields)
+
+
+def build_config(model: ModelConfig, data: DataConfig, judge: JudgeConfig, **fields: Any) -> BuildDataConfig:
+    """jobs/configs/build_data.yaml with this model, data and judge, its pool on every core."""
+    bd = load_config(BuildDataConfig, CONFIGS / "build_data.yaml")
+    pool = dataclasses.replace(bd.pool, threads=CPUS)
+    return dataclasses.replace(bd, model=model, data=data, judge=judge, pool=pool, **fields)
+
+
 def sub_configs(
     cfg: MainConfig, out: Path, datasets: tuple[str, ...]
 ) -> tuple[EvaluateConfig, TrainConfig, BuildDataConfig, TrainConfig]:
     """(evaluation, warm start, build_data, GRPO): each job's own YAML with this job's settings put in."""
-    cpus = os.cpu_count() or 1
-    ev = load_config(EvaluateConfig, CONFIGS / "evaluate.yaml", [f"datasets=[{','.join(datasets)}]"])
-    ev = dataclasses.replace(
-        ev,
-        model=cfg.model,
-        prompt=cfg.prompt,
-        judge=cfg.judge,
-        ray=cfg.ray,
-        fresh=cfg.fresh,
-        stages=StagesConfig(separate=False, stage1=PoolConfig(cpus=1, batch_size=cfg.eval.batch_size)),
-    )
-    sft, grpo = load_config(TrainConfig, CONFIGS / "sft.yaml"), load_config(TrainConfig, CONFIGS / "grpo.yaml")
-    common = dict(
-        model=ModelConfig(name=cfg.model.name),
-        prompt=cfg.prompt,
-        ray=cfg.ray,
-        seed=TRAIN_SEED,
-        checkpoint_every=cfg.checkpoint_every,
-        eval_every=0,
-    )
-    sft = dataclasses.replace(
-        sft,
-        **common,
-        data=TrainDataConfig(format="synthetic", path=str(cfg.warmstart.steps * 4 + 4), held_out=0),
-        max_steps=cfg.warmstart.steps or None,
-        optim=dataclasses.replace(sft.optim, lr=cfg.warmstart.lr),
-        trainer=dataclasses.replace(sft.trainer, prompts_per_worker=4, micro_batch=4, cpus_per_worker=1, threads=cpus),
-        output=str(out / "warmstart"),
-    )
+    shared = {"prompt": cfg.prompt, "ray": cfg.ray}
+    ev = eval_config(cfg.model, cfg.judge, datasets, cfg.eval.batch_size, fresh=cfg.fresh, **shared)
+    training = {"seed": TRAIN_SEED, "checkpoint_every": cfg.checkpoint_every, "eval_every": 0, **shared}
+    w = cfg.warmstart
+    sft = warm_start_config(cfg.model.name, w.steps, w.lr, output=str(out / "warmstart"), **training)
     g = cfg.grpo
-    grpo = dataclasses.replace(
-        grpo,
-        **common,
-        data=TrainDataConfig(format="mix", path=str(out / "build_data" / "mix.parquet"), held_out=0),
-        max_steps=g.steps,
-        optim=dataclasses.replace(grpo.optim, lr=g.lr),
-        grpo=narrow(g, GRPOConfig),
-        trainer=dataclasses.replace(
-            grpo.trainer, prompts_per_worker=g.prompts, micro_batch=g.n * g.prompts, cpus_per_worker=1, threads=cpus
-        ),
-        output=str(out / "grpo"),
-    )
-    bd = load_config(BuildDataConfig, CONFIGS / "build_data.yaml")
-    bd = dataclasses.replace(
-        bd,
-        model=cfg.model,
-        prompt=cfg.prompt,
-        data=DataConfig(format="synthetic", path=str(cfg.build.pairs)),
-        judge=dataclasses.replace(narrow(cfg.build, JudgeConfig), seed=BUILD_SEED),
-        ray=cfg.ray,
-        pool=dataclasses.replace(bd.pool, threads=cpus),
-        fresh=cfg.fresh,
-        output=str(out / "build_data"),
-    )
+    grpo = grpo_config("grpo", cfg.model.name, out / "build_data" / "mix.parquet", g.steps, g.lr, **training)
+    trainer = dataclasses.replace(grpo.trainer, prompts_per_worker=g.prompts, micro_batch=g.n * g.prompts)
+    grpo = dataclasses.replace(grpo, grpo=narrow(g, GRPOConfig), trainer=trainer, output=str(out / "grpo"))
+    data = DataConfig(format="synthetic", path=str(cfg.build.pairs))
+    judge = dataclasses.replace(narrow(cfg.build, JudgeConfig), seed=BUILD_SEED)
+    bd = build_config(cfg.model, data, judge, fresh=cfg.fresh, output=str(out / "build_data"), **shared)
     return ev, sft, bd, grpo

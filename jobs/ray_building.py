@@ -14,11 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from jobs.common import DataConfig
-from jobs.ray_setup import PoolConfig, RayConfig, init_ray, rows_of, set_threads, table_of
+from jobs.ray_setup import PoolConfig, RayConfig, dataset_of, init_ray, rows_of, set_threads
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, result_settings
-from reflectrm.data.loaders import pair_from_row, pair_to_row, write_rows
-from reflectrm.data.reflection import PartStore, build_sets, load_source, parse_ratio, sample_and_grade
+from reflectrm.data.builder import ROWS_VERSION, build_sets, graded_schema, parse_ratio, sample_and_grade
+from reflectrm.data.codec import pair_from_row, pair_to_row, pair_type
+from reflectrm.data.items import write_items
+from reflectrm.data.sources import DataConfig, load_source
+from reflectrm.data.store import PartStore
 from reflectrm.engines import resolve_engine
 from reflectrm.prompts import TEMPLATE_VERSION
 
@@ -55,18 +57,23 @@ class Sampler:
         self.judge, self.prompt = judge, prompt
 
     def __call__(self, batch: Any) -> Any:
-        pairs = [pair_from_row(json.loads(r["pair"])) for r in rows_of(batch)]
-        return table_of(sample_and_grade(self.engine, pairs, self.judge, self.prompt))
+        import pyarrow as pa
+
+        pairs = [pair_from_row(r["pair"]) for r in rows_of(batch)]
+        return pa.Table.from_pylist(
+            sample_and_grade(self.engine, pairs, self.judge, self.prompt), schema=graded_schema()
+        )
 
 
 def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
     """Sample what is not yet sampled, then (re)build the sets from every graded row. Returns stats.json's content."""
-    pairs, load_stats = load_source(cfg.data.format, cfg.data.path, cfg.data.limit, cfg.data.on_bad_row, cfg.judge.seed)
+    pairs, load_stats = load_source(cfg.data, cfg.judge.seed)
     settings = result_settings(
         dataclasses.replace(cfg.model, engine=resolve_engine(cfg.model.engine)),
         cfg.judge,
         cfg.prompt,
         template=TEMPLATE_VERSION,
+        rows=ROWS_VERSION,
         data=cfg.data.format if cfg.data.format == "synthetic" else f"{cfg.data.format}:{cfg.data.path}",
     )  # synthetic: more pairs extend the same ones (their ids and contents do not depend on the count)
     store = PartStore(out / "judgments", settings, cfg.fresh)
@@ -77,11 +84,13 @@ def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
     )
     t0 = time.perf_counter()
     if todo:
-        import ray
         from tqdm import tqdm
 
         init_ray(cfg.ray, out)
-        ds = ray.data.from_items([{"pair": json.dumps(pair_to_row(p))} for p in todo])
+        import pyarrow as pa
+
+        pair_rows = [pair_to_row(p) for p in todo]
+        ds = dataset_of(pa.table({"pair": pa.array(pair_rows, type=pair_type())}))
         ds = ds.map_batches(
             Sampler,
             fn_constructor_kwargs={
@@ -102,8 +111,8 @@ def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
     wanted = {p.id for p in pairs}
     graded = [r for r in store.read_all() if r["id"] in wanted]
     pref, refl, mix, counts = build_sets(graded, cfg.mix.ratio, cfg.judge.seed)
-    for name, rows in (("pref", pref), ("refl", refl), ("mix", mix)):
-        write_rows(rows, out / f"{name}.parquet")
+    for name, items in (("pref", pref), ("refl", refl), ("mix", mix)):
+        write_items(items, out / f"{name}.parquet")
     stats = {
         "items_read": load_stats["rows_read"],
         "bad_rows": load_stats["bad_rows"],

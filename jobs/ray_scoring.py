@@ -15,25 +15,14 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from jobs.common import DataConfig
-from jobs.ray_setup import PoolConfig, RayConfig, init_ray, rows_of, set_threads, table_of
+from jobs.ray_setup import PoolConfig, RayConfig, dataset_of, init_ray, rows_of, set_threads
+from reflectrm import evaluation, scoring
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, result_settings, to_dict
-from reflectrm.data.loaders import write_rows
-from reflectrm.data.reflection import PartStore, load_source
-from reflectrm.evaluation import (
-    METHODS,
-    check_budget,
-    check_evaluation,
-    check_unique,
-    evaluate as evaluate_results,
-    evaluation_items,
-    load_dataset,
-    run_modes,
-)
+from reflectrm.data.sources import DataConfig, load_source
+from reflectrm.data.store import PartStore
 from reflectrm.engines import resolve_engine
 from reflectrm.inference import Steps
 from reflectrm.prompts import TEMPLATE_VERSION
-from reflectrm.scoring import make_item, run_both, run_stage1, run_stage2, summarize_scores
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,7 +53,7 @@ class EvaluateConfig:
     prompt: PromptConfig = PromptConfig()
     judge: JudgeConfig = JudgeConfig()  # n, temperature, max_new_tokens, seed of majority/reflect
     datasets: tuple[str, ...] = ()  # [NAME=]FORMAT:PATH[+PATH...]
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = evaluation.METHODS
     limit: int | None = None  # at most this many pairs per dataset (taken round-robin over its files)
     swap: bool = True  # also judge every pair with the responses swapped (for positional consistency)
     sections: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)  # dataset -> section -> subsets
@@ -76,13 +65,17 @@ class EvaluateConfig:
     fresh: bool = False  # true: drop results made with other settings (else a resume under them stops, exit 2)
 
     def __post_init__(self) -> None:
-        check_evaluation(self.methods, self.datasets, self.limit)
+        evaluation.check_evaluation(self.methods, self.datasets, self.limit)
 
 
 # --------------------------------------------------------------------------- Ray Data actors (thin)
 
 
-STAGES = {"stage1": run_stage1, "stage2": run_stage2, "both": run_both}  # reflectrm.scoring's steps per pool
+STAGES = {
+    "stage1": scoring.run_stage1,
+    "stage2": scoring.run_stage2,
+    "both": scoring.run_both,
+}  # reflectrm.scoring's steps per pool
 
 
 class StageActor:
@@ -95,7 +88,7 @@ class StageActor:
         self.run, self.engine, self.steps = STAGES[stage], load_engine(model), Steps(judge, prompt)
 
     def __call__(self, batch: Any) -> Any:
-        return table_of(self.run(self.engine, self.steps, rows_of(batch)))
+        return scoring.rows_table(self.run(self.engine, self.steps, rows_of(batch)))
 
 
 def run_pipeline(
@@ -105,7 +98,7 @@ def run_pipeline(
     there as they stream in. Returns (how many ran, the store). The folder records what makes a row
     (result_settings): a resume under other settings stops, unless cfg.fresh."""
     model = dataclasses.replace(cfg.model, engine=resolve_engine(cfg.model.engine))
-    settings = result_settings(model, cfg.judge, cfg.prompt, template=TEMPLATE_VERSION)
+    settings = result_settings(model, cfg.judge, cfg.prompt, template=TEMPLATE_VERSION, rows=scoring.ROWS_VERSION)
     store = PartStore(out / "parts", settings, cfg.fresh)
     done = store.done_ids()
     todo = [it for it in items if it["key"] not in done]
@@ -117,16 +110,15 @@ def run_pipeline(
 
     ctor, stages = {"model": cfg.model, "judge": cfg.judge, "prompt": cfg.prompt}, cfg.stages
     separate = stages.separate if stages.separate != "auto" else sum(bool(n.get("Alive")) for n in ray.nodes()) > 1
-    ds = ray.data.from_items(todo)
+    ds = dataset_of(scoring.rows_table(todo))
     pools = [("stage1", stages.stage1), ("stage2", stages.stage2)] if separate else [("both", stages.stage1)]
     for stage, pool in pools:
         kwargs = {**ctor, "stage": stage, "threads": pool.threads}
         ds = ds.map_batches(StageActor, fn_constructor_kwargs=kwargs, **pool.map_batches_kwargs())
     with tqdm(total=len(todo), desc=desc, unit="item") as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-            rows = batch.to_pylist()
-            store.write(rows)  # persisted before the next batch: a crash loses at most the batches in flight
-            bar.update(len(rows))
+            store.write(batch)  # persisted before the next batch: a crash loses at most the batches in flight
+            bar.update(batch.num_rows)
     return len(todo), store
 
 
@@ -135,18 +127,18 @@ def run_pipeline(
 
 def score(cfg: ScoreConfig, out: Path) -> dict[str, Any]:
     """Score every pair of `cfg.data`; writes OUT/scores.(parquet|jsonl) and returns the summary."""
-    pairs, load_stats = load_source(cfg.data.format, cfg.data.path, cfg.data.limit, cfg.data.on_bad_row, cfg.judge.seed)
-    check_unique([p.id for p in pairs], load_stats["source"])
-    items = [make_item(p.id, p, cfg.judge.mode) for p in pairs]
+    pairs, load_stats = load_source(cfg.data, cfg.judge.seed)
+    evaluation.check_unique([p.id for p in pairs], load_stats["source"])
+    items = [scoring.make_item(p.id, p, cfg.judge.mode) for p in pairs]
     t0 = time.perf_counter()
     ran, store = run_pipeline(items, cfg, out)
     seconds = time.perf_counter() - t0
     by_id = {r["id"]: r for r in store.read_all()}
     rows = [by_id[it["key"]] for it in items]  # input order, each id once
     path = out / f"scores.{cfg.output_format}"
-    write_rows([{**r, "trace": json.loads(r["trace"])} for r in rows] if cfg.output_format == "jsonl" else rows, path)
+    scoring.write_results(rows, path)
     summary = {
-        **summarize_scores(rows),
+        **scoring.summarize_scores(rows),
         "source": load_stats["source"],
         "scored_this_run": ran,
         "resumed": len(items) - ran,
@@ -164,18 +156,20 @@ def score(cfg: ScoreConfig, out: Path) -> dict[str, Any]:
 
 def evaluate(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
     """Every method on every dataset, both orders; writes OUT/results.json, results.md, results.png."""
-    from reflectrm.evaluation import markdown
+
     from reflectrm.report import plot_methods
 
-    check_budget(cfg.model.name, cfg.judge.max_new_tokens)
-    datasets = [load_dataset(s, cfg.limit, cfg.on_bad_row, cfg.judge.seed, cfg.held_out) for s in cfg.datasets]
-    check_unique([d.name for d in datasets], "datasets=[...]")
-    modes = run_modes(cfg.methods)
-    items = evaluation_items(datasets, modes, ["given", "swapped"] if cfg.swap else ["given"])
+    evaluation.check_budget(cfg.model.name, cfg.judge.max_new_tokens)
+    datasets = [
+        evaluation.load_dataset(s, cfg.limit, cfg.on_bad_row, cfg.judge.seed, cfg.held_out) for s in cfg.datasets
+    ]
+    evaluation.check_unique([d.name for d in datasets], "datasets=[...]")
+    modes = evaluation.run_modes(cfg.methods)
+    items = evaluation.evaluation_items(datasets, modes, ["given", "swapped"] if cfg.swap else ["given"])
     t0 = time.perf_counter()
     ran, store = run_pipeline(items, cfg, out, desc="judged")
     seconds = time.perf_counter() - t0
-    results = evaluate_results(
+    results = evaluation.evaluate(
         datasets, items, {r["id"]: r for r in store.read_all()}, cfg.methods, cfg.swap, cfg.sections
     )
     summary = {
@@ -192,7 +186,7 @@ def evaluate(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
         "config": to_dict(cfg),
     }
     (out / "results.json").write_text(json.dumps(summary, indent=2))
-    (out / "results.md").write_text(markdown(summary))
+    (out / "results.md").write_text(evaluation.markdown(summary))
     orders = "both orders" if cfg.swap else "the given order"
     plot_methods(
         results, out / "results.png", f"{cfg.model.name}: judging methods on labelled pairs, {orders} (n={cfg.judge.n})"

@@ -49,7 +49,7 @@ class PoolConfig:
 
         return {
             "batch_size": self.batch_size,
-            "batch_format": "pyarrow",  # plain typed columns in and out (rows_of / table_of)
+            "batch_format": "pyarrow",  # typed columns in and out (rows_of; the library's Arrow tables)
             "compute": ray.data.ActorPoolStrategy(size=self.actors),
             "num_cpus": self.cpus,
             "num_gpus": self.gpus,
@@ -64,11 +64,13 @@ def rows_of(batch: Any) -> list[dict[str, Any]]:
     return [dict(zip(keys, values)) for values in zip(*(list(batch[k]) for k in keys))]
 
 
-def table_of(rows: list[dict[str, Any]]) -> Any:
-    """Rows as an Arrow table (the batch format the pools hand on)."""
-    import pyarrow as pa
+def dataset_of(table: Any, max_blocks: int = 200) -> Any:
+    """A typed Arrow table as a Ray Data dataset of up to `max_blocks` blocks (as `from_items` splits rows),
+    so an actor pool of several actors shares the work; the schema is the table's, in every block."""
+    import ray
 
-    return pa.Table.from_pylist(rows)
+    size = max(1, -(-table.num_rows // max_blocks))
+    return ray.data.from_arrow([table.slice(i, size) for i in range(0, table.num_rows, size)] or [table])
 
 
 def set_threads(threads: int | None) -> None:

@@ -1,8 +1,9 @@
 """The Ray Train adapter: run reflectrm.training.trainer.train_worker on `trainer.num_workers` workers.
 
-The driver reads the rows (reflectrm.training.data), keeps `data.held_out` preference rows apart for
-the greedy check, and hands the rest to a `TorchTrainer` as a Ray Data dataset; each worker gets its
-shard (`get_dataset_shard`). The driver draws the progress bar from metrics.jsonl, which rank 0
+The driver reads the items (reflectrm.training.data), keeps `data.held_out` preference items apart for
+the greedy check, and hands the rest to a `TorchTrainer` as a Ray Data dataset of typed Arrow rows
+(reflectrm.data.items: the pair and critiques are struct columns); each worker gets its shard
+(`get_dataset_shard`) and decodes each batch's items once. The driver draws the progress bar from metrics.jsonl, which rank 0
 appends to after every step. Re-running the same command resumes from the latest checkpoint; a
 crashed worker restarts the group from it (`trainer.max_failures`).
 """
@@ -18,17 +19,21 @@ from pathlib import Path
 from typing import Any
 
 from jobs.common import follow_progress
-from jobs.ray_setup import RayConfig, init_ray
+from jobs.ray_setup import RayConfig, dataset_of, init_ray
+from reflectrm.data.items import TrainingItem, items_table
+from reflectrm.data.sources import DataConfig
 from reflectrm.report import plot_curves
-from reflectrm.training.data import TrainDataConfig, load_rows
-from reflectrm.training.trainer import LoopConfig, read_metrics, summarize_metrics, train_worker
+from reflectrm.training.config import LoopConfig
+from reflectrm.training.data import load_items
+from reflectrm.training.run_log import read_metrics, summarize_metrics
+from reflectrm.training.trainer import total_steps, train_worker
 
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig(LoopConfig):
     """The worker's LoopConfig (every training setting, declared there once) plus the job's sections."""
 
-    data: TrainDataConfig = TrainDataConfig()
+    data: DataConfig = DataConfig(format="mix", path="runs/build_data/mix.parquet", held_out=16)
     ray: RayConfig = RayConfig()
     output: str = "runs/train"
 
@@ -44,7 +49,7 @@ class RaySession:
 
     def batches(self, epoch: int):
         for batch in self.shard.iter_batches(batch_size=self.batch_size, drop_last=True, batch_format="pyarrow"):
-            yield batch.to_pylist()
+            yield [TrainingItem.from_row(r) for r in batch.to_pylist()]  # decoded once, here
 
     def checkpoint_dir(self) -> Path | None:
         import ray.train
@@ -105,7 +110,7 @@ def latest_checkpoint(storage: Path) -> Any:
 
 def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """The whole run; returns the summary (also summary.json) with the table rows of the first and last steps."""
-    train_rows, held_out, notes = load_rows(cfg.recipe, cfg.data, cfg.seed)
+    train_rows, held_out, notes = load_items(cfg.recipe, cfg.data, cfg.seed)
     t = cfg.trainer
     steps_per_epoch = len(train_rows) // (t.num_workers * t.prompts_per_worker)
     if steps_per_epoch < 1:
@@ -113,9 +118,9 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
             f"{len(train_rows)} training rows: not one step of {t.num_workers} worker(s) x {t.prompts_per_worker} prompts "
             "(more data, or smaller trainer.prompts_per_worker)"
         )
-    total = cfg.epochs * steps_per_epoch if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * steps_per_epoch)
+    total = total_steps(cfg, steps_per_epoch)
     notes.append(
-        f"{len(train_rows)} training rows ({sum(r['task'] == 'critique' for r in train_rows)} reflection), {len(held_out)} held out; "
+        f"{len(train_rows)} training rows ({sum(r.task == 'critique' for r in train_rows)} reflection), {len(held_out)} held out; "
         f"{steps_per_epoch} steps per epoch, {total} steps"
     )
 
@@ -144,7 +149,7 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
             failure_config=ray.train.FailureConfig(max_failures=t.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=t.keep_checkpoints),
         ),
-        datasets={"train": ray.data.from_items(train_rows)},
+        datasets={"train": dataset_of(items_table(train_rows))},
         dataset_config=ray.train.DataConfig(
             execution_options=ExecutionOptions(preserve_order=True)
         ),  # the same rows per worker every run

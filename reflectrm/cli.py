@@ -26,8 +26,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any, Iterator, Sequence
 
-from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig, load_config
-from reflectrm.data.loaders import FORMATS
+from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig, SettingsParser, load_config
+from reflectrm.data.formats import FORMATS
 from reflectrm.requests import InvalidRequest, pair_from_request
 
 # Flags of earlier versions, now dotted overrides: a one-line hint instead of argparse's bare error.
@@ -59,7 +59,7 @@ class UsageError(Exception):
     """The user's arguments or input are wrong; the message says how to fix them."""
 
 
-class _Parser(argparse.ArgumentParser):
+class _Parser(SettingsParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse's default prints the usage too)
         hint = next(
             (
@@ -195,7 +195,7 @@ def _judge(args: argparse.Namespace) -> int:
         raise UsageError("--input needs --output FILE for the results")
     cfg = load_config(JudgeCommand, args.config, args.overrides)
     if args.input:
-        from reflectrm.data.loaders import load_pairs
+        from reflectrm.data.formats import load_pairs
 
         pairs, _ = load_pairs("judge-input", args.input)
     else:
@@ -262,7 +262,8 @@ def _describe(r: dict[str, Any]) -> str:
 
 
 def _data(args: argparse.Namespace) -> int:
-    from reflectrm.data.loaders import load_pairs, write_pairs
+    from reflectrm.data.codec import write_pairs
+    from reflectrm.data.formats import load_pairs
 
     if args.data_command == "synth":
         from reflectrm.data.synthetic import synthetic_pairs

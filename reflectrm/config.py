@@ -10,6 +10,7 @@ names the key, the bad value and what is accepted.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import re
 import types
@@ -69,6 +70,8 @@ class VLLMConfig:
             )
 
 
+Mode = Literal["greedy", "majority", "reflect"]  # how a pair is judged (JudgeConfig.mode)
+Stage2 = Literal["lazy", "full"]  # how stage 2 asks (JudgeConfig.stage2)
 ENGINE_ENV = "REFLECTRM_ENGINE"  # what model.engine=auto means, when set (hf or vllm)
 
 
@@ -101,7 +104,7 @@ class PromptConfig:
 class JudgeConfig:
     """How one pair is judged (method.md §4). Constants are the paper's unless marked ours."""
 
-    mode: Literal["greedy", "majority", "reflect"] = "reflect"
+    mode: Mode = "reflect"
     n: int = 8  # §4: stage 1 samples N = 8 judgments
     temperature: float = 1.0  # §4: stage 1 at temperature 1.0
     top_p: float = 1.0
@@ -110,7 +113,7 @@ class JudgeConfig:
     stage2_temperature: float = 0.0  # paper silent; ours: each reflection is one decision, so greedy
     stage2_max_new_tokens: int | None = None  # None: the same as max_new_tokens
     skip_unanimous: bool = True  # ours, exact: unanimous stage-1 verdicts cannot be changed by stage 2
-    stage2: Literal["lazy", "full"] = "lazy"  # ours, exact: lazy asks the other verdict first (inference.py)
+    stage2: Stage2 = "lazy"  # ours, exact: lazy asks the other verdict first (inference.py)
     # analysis: each reflection writes its analysis, then its verdict (the paper's method). verdict (ours, NOT the
     # paper's: the model was trained to write an analysis first): no analysis, one prefill, the verdict read from
     # the log-probs of "1" against "2"
@@ -138,6 +141,23 @@ class JudgeConfig:
 
 
 # --------------------------------------------------------------------------- loading
+
+
+class SettingsParser(argparse.ArgumentParser):
+    """An argparse parser whose dotted settings may stand before, between and after the flags
+    (`judge --prompt X judge.n=4 --response-1 A model=M`): intermixed parsing, as argparse's
+    parse_intermixed_args, also for each subcommand's parser (subparsers are made of this class)."""
+
+    _intermixed = False  # inside an intermixed parse: argparse's own passes run as usual
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        if self._intermixed or any(isinstance(a, argparse._SubParsersAction) for a in self._actions):  # noqa: SLF001
+            return super().parse_known_args(args, namespace)
+        self._intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed = False
 
 
 def load_config(cls: type[T], path: str | Path | None = None, overrides: typing.Sequence[str] = ()) -> T:

@@ -19,7 +19,7 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from reflectrm.data.loaders import load_pairs, parse_dataset_spec
+from reflectrm.data.formats import load_pairs, parse_dataset_spec
 from reflectrm.inference import ABLATIONS
 from reflectrm.metrics import accuracy, bootstrap_ci, consistency, flip_rate, invalid_rate, section_weighted
 from reflectrm.records import PreferencePair
@@ -243,7 +243,7 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(parts)
 
 
-def evaluation_items(datasets: Sequence[Dataset], modes: Sequence[str], orders: Sequence[str]) -> list[dict[str, str]]:
+def evaluation_items(datasets: Sequence[Dataset], modes: Sequence[str], orders: Sequence[str]) -> list[dict[str, Any]]:
     """Every (dataset, pair, engine mode, order) as a scoring item with a unique key."""
     items = [
         make_item(
@@ -265,7 +265,7 @@ def evaluation_items(datasets: Sequence[Dataset], modes: Sequence[str], orders: 
 
 def evaluate(
     datasets: Sequence[Dataset],
-    items: Sequence[dict[str, str]],
+    items: Sequence[dict[str, Any]],
     rows_by_key: dict[str, dict[str, Any]],
     methods: Sequence[str],
     swap: bool,
@@ -275,7 +275,7 @@ def evaluate(
     modes = run_modes(methods)
     results = []
     for d in datasets:
-        rows = [rows_by_key[it["key"]] for it in items if json.loads(it["meta"])["dataset"] == d.name]
+        rows = [rows_by_key[it["key"]] for it in items if it["meta"]["dataset"] == d.name]
         results += evaluate_rows(d, rows, methods, modes, swap, sections.get(d.name))
     return results
 

@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from reflectrm.data.loaders import load_pairs, pair_to_row
+from reflectrm.data.codec import pair_to_row
+from reflectrm.data.formats import load_pairs
 from reflectrm.data.synthetic import synthetic_pairs
 from reflectrm.records import PreferencePair
 from reflectrm.report import plot_before_after, plot_curves, table

@@ -29,13 +29,13 @@ import random
 from dataclasses import dataclass, replace
 from typing import Awaitable, Callable, Literal, Sequence
 
-from reflectrm.config import JudgeConfig, PromptConfig
+from reflectrm.config import JudgeConfig, Mode, PromptConfig
 from reflectrm.engines.base import Completion, Engine, Generation, GenerationRequest, SamplingParams
 from reflectrm.parsing import parse_output
 from reflectrm.prompts import VERDICT_CHOICES, reflection_prompt, response_prompt, verdict_prefix
 from reflectrm.records import JudgeResult, Judgment, PreferencePair, Reflection, Usage, Verdict
+from reflectrm.seeds import derive_seed
 
-Mode = Literal["greedy", "majority", "reflect"]
 MODES: tuple[Mode, ...] = ("greedy", "majority", "reflect")
 
 
@@ -52,12 +52,6 @@ def confidence(logprobs: Sequence[float], fraction: float = 0.1) -> float:
     k = max(1, math.floor(len(logprobs) * fraction))
     lowest = sorted(logprobs)[:k]
     return sum(lowest) / k
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 31-bit seed from any parts (same parts -> same seed, on any machine)."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 def pair_key(pair: PreferencePair) -> str:

@@ -4,50 +4,140 @@
     items --stage1--> + stage-1 generation --stage2--> result rows
     (engine: N judgments)   (pure select: parse, anchor, plan; engine: the reflection calls; the vote)
 
-An item is one pair to judge with one mode: `{"key", "pair", "mode", "meta"}`, every value a string
-(`pair` = the canonical row as JSON, `meta` = JSON of columns to copy into the result, such as the
-dataset or the order). Stage 1 adds `stage1` (JSON of the Generation record) and `error`, so the
-seam between the pools is plain string columns. The pure select step runs inside stage 2, so the
-in-between state of the method (`Pending`) never crosses a process. A result row is plain columns
-(ints, floats, strings; the whole trace as JSON). A prompt over the engine's token limit fails only
-its own item, with the counts in `error`; the batch goes on.
+An item is one pair to judge with one mode: `{"key", "pair", "mode", "meta"}` (`pair` = the canonical
+row, `meta` = the columns to copy into the result, such as the dataset or the order, or None). Stage 1
+adds `stage1` (the Generation record) and `error`. Every nested value is an Arrow struct column
+(`rows_table` gives each its type), never JSON text, so the seam between the pools is typed. The pure
+select step runs inside stage 2, so the in-between state of the method (`Pending`) never crosses a
+process. A result row is plain columns (ints, floats, strings) and `trace`, the whole JudgeResult as a
+struct. A prompt over the engine's token limit fails only its own item, with the counts in `error`; the
+batch goes on.
 """
 
 from __future__ import annotations
 
-import json
+from pathlib import Path
 from typing import Any, Sequence
 
-from reflectrm.data.loaders import pair_from_row, pair_to_row
-from reflectrm.engines.base import Completion, Engine, Generation, GenerationRequest, PromptTooLongError, generate_each
+from reflectrm.data.codec import pair_from_row, pair_to_row, pair_type
+from reflectrm.data.files import write_rows
+from reflectrm.engines.base import Completion, Engine, Generation, generate_each
 from reflectrm.inference import Mode, Pending, Steps
 from reflectrm.records import JudgeResult, PreferencePair
 
 Row = dict[str, Any]
+# The layout of items and result rows (2: pair, stage1 and trace as Arrow structs, not JSON text). It is part
+# of a run's result settings, so a resume over parts of another layout stops and names it.
+ROWS_VERSION = 2
 
 
-def make_item(key: str, pair: PreferencePair, mode: Mode, **meta: Any) -> dict[str, str]:
-    return {"key": key, "pair": json.dumps(pair_to_row(pair)), "mode": mode, "meta": json.dumps(meta)}
+def make_item(key: str, pair: PreferencePair, mode: Mode, **meta: Any) -> Row:
+    return {"key": key, "pair": pair_to_row(pair), "mode": mode, "meta": dict(meta) or None}
 
 
 # --------------------------------------------------------------------------- engine calls
 
 
-def generation_to_json(gen: Generation) -> str:
-    return json.dumps(
-        {
-            "prompt_tokens": gen.prompt_tokens,
-            "completions": [[c.text, c.token_ids, c.logprobs, c.finish_reason] for c in gen.completions],
-        }
-    )
+def write_results(rows: Sequence[Row], path: Path) -> None:
+    """Result rows to .jsonl (the trace nested) or .parquet (the trace a struct column), written atomically."""
+    if path.suffix != ".parquet":
+        write_rows(list(rows), path)
+        return
+    import pyarrow.parquet as pq
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    pq.write_table(rows_table(rows), tmp)
+    tmp.replace(path)
 
 
-def generation_from_json(text: str) -> Generation:
-    data = json.loads(text)
+def generation_to_row(gen: Generation) -> Row:
+    return {
+        "prompt_tokens": gen.prompt_tokens,
+        "completions": [
+            {
+                "text": c.text,
+                "token_ids": list(c.token_ids),
+                "logprobs": list(c.logprobs),
+                "finish_reason": c.finish_reason,
+            }
+            for c in gen.completions
+        ],
+    }
+
+
+def generation_from_row(row: Row) -> Generation:
     return Generation(
-        data["prompt_tokens"],
-        tuple(Completion(t, tuple(ids), tuple(lps), fr) for t, ids, lps, fr in data["completions"]),
+        row["prompt_tokens"],
+        tuple(
+            Completion(c["text"], tuple(c["token_ids"]), tuple(c["logprobs"]), c["finish_reason"])
+            for c in row["completions"]
+        ),
     )
+
+
+def arrow_types() -> dict[str, Any]:
+    """The Arrow type of each nested column of items and rows (the rest are plain values)."""
+    import pyarrow as pa
+
+    completion = pa.struct(
+        [
+            ("text", pa.string()),
+            ("token_ids", pa.list_(pa.int64())),
+            ("logprobs", pa.list_(pa.float64())),
+            ("finish_reason", pa.string()),
+        ]
+    )
+    judgment = pa.struct(
+        [
+            ("analysis", pa.string()),
+            ("verdict", pa.int64()),
+            ("confidence", pa.float64()),
+            ("valid", pa.bool_()),
+            ("error", pa.string()),
+            ("completion_tokens", pa.int64()),
+            ("finish_reason", pa.string()),
+            ("text", pa.string()),
+        ]
+    )
+    reflection = pa.struct(
+        [
+            ("index", pa.int64()),
+            ("candidate_position", pa.int64()),
+            ("better_than_anchor", pa.bool_()),
+            ("valid", pa.bool_()),
+            ("text", pa.string()),
+            ("completion_tokens", pa.int64()),
+            ("error", pa.string()),
+        ]
+    )
+    trace = pa.struct(
+        [
+            ("id", pa.string()),
+            ("preferred", pa.int64()),
+            ("mode", pa.string()),
+            ("score", pa.float64()),
+            ("majority", pa.int64()),
+            ("judgments", pa.list_(judgment)),
+            ("anchor", pa.int64()),
+            ("reflections", pa.list_(reflection)),
+            ("stage2_skipped", pa.bool_()),
+            ("stage2_calls", pa.int64()),
+            ("not_asked", pa.list_(pa.int64())),
+            ("usage", pa.struct([("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64())])),
+        ]
+    )
+    stage1 = pa.struct([("prompt_tokens", pa.int64()), ("completions", pa.list_(completion))])
+    return {"pair": pair_type(), "stage1": stage1, "trace": trace}
+
+
+def rows_table(rows: Sequence[Row]) -> Any:
+    """Items or rows as an Arrow table, each nested column with its type (`arrow_types`), so every batch
+    and every Parquet part of a run has one schema whatever its values (a batch of errors included)."""
+    import pyarrow as pa
+
+    types = arrow_types()
+    columns = list(rows[0]) if rows else []
+    return pa.table({c: pa.array([r[c] for r in rows], type=types.get(c)) for c in columns})
 
 
 # --------------------------------------------------------------------------- the steps over rows
@@ -55,13 +145,13 @@ def generation_from_json(text: str) -> Generation:
 
 def run_stage1(engine: Engine, steps: Steps, items: Sequence[Row]) -> list[Row]:
     """Stage 1 for a batch of items: their N judgments, in one engine call."""
-    pairs = [pair_from_row(json.loads(it["pair"])) for it in items]
+    pairs = [pair_from_row(it["pair"]) for it in items]
     own = [steps.for_mode(it["mode"]) for it in items]  # an ablation mode: reflect with its setting changed
     gens, errors = generate_each(engine, [its.begin(p, mode) for p, (its, mode) in zip(pairs, own)])
     return [
         {
             **it,
-            "stage1": generation_to_json(g) if g is not None else "",
+            "stage1": generation_to_row(g) if g is not None else None,
             "error": f"stage 1: {e}" if e is not None else "",
         }
         for it, g, e in zip(items, gens, errors)
@@ -75,8 +165,8 @@ def run_stage2(engine: Engine, steps: Steps, rows: Sequence[Row]) -> list[Row]:
     pendings: list[Pending | None] = []
     own = [steps.for_mode(row["mode"]) for row in rows]  # an ablation mode: reflect with its setting changed
     for row, (its, mode) in zip(rows, own):
-        pair = pair_from_row(json.loads(row["pair"]))
-        pendings.append(its.after_stage1(pair, mode, generation_from_json(row["stage1"])) if row["stage1"] else None)
+        pair = pair_from_row(row["pair"])
+        pendings.append(its.after_stage1(pair, mode, generation_from_row(row["stage1"])) if row["stage1"] else None)
     too_long: list[list[str]] = [[] for _ in rows]
     while any(p is not None and p.plan for p in pendings):
         gens, errors = generate_each(engine, [planned.request for p in pendings if p is not None for planned in p.plan])
@@ -114,13 +204,13 @@ UNANSWERED = Generation(0, (Completion("", (), (), "length"),))
 
 def result_row(item: Row, result: JudgeResult | None, error: str = "", stage1_prompt_tokens: int = 0) -> Row:
     """One output row: the item's key and metadata, the verdict, usage and the whole trace."""
-    pair = json.loads(item["pair"])
+    pair = item["pair"]
     row: Row = {
         "id": item["key"],
         "pair_id": pair["id"],
         "mode": item["mode"],
         "label": pair.get("label"),
-        **json.loads(item.get("meta") or "{}"),
+        **(item.get("meta") or {}),
     }
     if result is None:
         return {
@@ -139,7 +229,7 @@ def result_row(item: Row, result: JudgeResult | None, error: str = "", stage1_pr
             "stage1_prompt_tokens": 0,
             "stage1_completion_tokens": 0,
             "error": error or "no stage-1 generation",
-            "trace": json.dumps(None),
+            "trace": None,
         }
     return {
         **row,
@@ -157,7 +247,7 @@ def result_row(item: Row, result: JudgeResult | None, error: str = "", stage1_pr
         "stage1_prompt_tokens": stage1_prompt_tokens,  # what majority@N alone would have cost
         "stage1_completion_tokens": sum(j.completion_tokens for j in result.judgments),
         "error": error,
-        "trace": json.dumps(result.to_dict()),
+        "trace": result.to_dict(),
     }
 
 

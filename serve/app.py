@@ -11,13 +11,13 @@
     Ingress  FastAPI routes, auth and the library's pure steps between the stages (serve/ingress.py)
 
 The args (serve/schemas.py ServeArgs) embed the library's ModelConfig, JudgeConfig and PromptConfig
-and are checked whole here, so a bad config fails at deploy time, not when a replica starts. Every
+and are parsed and checked whole here, once, so a bad config fails at deploy time, not when a replica
+starts; the deployments are bound with the typed objects (as Ray's own LLM serving binds its configs). Every
 response carries Serve's X-Request-ID header; client mistakes get a 4xx JSON error body.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import os
 from typing import Any
@@ -27,17 +27,17 @@ from ray import serve
 from serve.engine import EngineStage
 from serve.ingress import Ingress
 from serve.routing import ROUTER
-from serve.schemas import ServeArgs
+from serve.schemas import ServeArgs, StageArgs
 
 
-def stage_options(name: str, continuous: bool, stage: dict[str, Any]) -> dict[str, Any]:
+def stage_options(name: str, continuous: bool, stage: StageArgs) -> dict[str, Any]:
     """An engine deployment's options (a config's `deployments:` entry overrides them): prefix affinity
     (serve/routing.py), a bounded queue (full: the ingress answers 503 + Retry-After), and room for vLLM's
     scheduler to batch continuously (static batching needs only max_batch_size ongoing)."""
     return {
         "name": name,
-        "max_ongoing_requests": stage["max_ongoing_requests"] or (256 if continuous else 64),
-        "max_queued_requests": stage["max_queued_requests"],
+        "max_ongoing_requests": stage.max_ongoing_requests or (256 if continuous else 64),
+        "max_queued_requests": stage.max_queued_requests,
         "request_router_config": {"request_router_class": ROUTER},
     }
 
@@ -55,19 +55,13 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
             "with vllm installed, or batching=static"
         )
     continuous = engine == "vllm" and cfg.batching != "static"
-    plain = dataclasses.asdict(cfg)
-    model = plain["model"]
     token = os.environ.get(cfg.auth_token_env)
-    token_sha256 = (
-        hashlib.sha256(token.encode()).hexdigest() if token else None
-    )  # the token itself never leaves this process
+    token_sha256 = hashlib.sha256(token.encode()).hexdigest() if token else None  # the token never leaves here
 
-    def stage(name: str, role: str, args: dict[str, Any]) -> Any:
-        return EngineStage.options(**stage_options(name, continuous, args)).bind(role, model, args, continuous)
+    def stage(name: str, role: str, args: StageArgs) -> Any:
+        return EngineStage.options(**stage_options(name, continuous, args)).bind(role, cfg.model, args, continuous)
 
     if not cfg.separate_stages:  # one deployment serves both stages (name Stage1 in the config's `deployments:`)
-        both = stage("Stage1", "both", plain["stage1"])
-        return Ingress.bind(both, both, plain, token_sha256)
-    return Ingress.bind(
-        stage("Stage1", "stage1", plain["stage1"]), stage("Stage2", "stage2", plain["stage2"]), plain, token_sha256
-    )
+        both = stage("Stage1", "both", cfg.stage1)
+        return Ingress.bind(both, both, cfg, token_sha256)
+    return Ingress.bind(stage("Stage1", "stage1", cfg.stage1), stage("Stage2", "stage2", cfg.stage2), cfg, token_sha256)

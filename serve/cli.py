@@ -31,10 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
     s.add_argument("--port", type=library_cli._positive_int, default=8000)  # noqa: SLF001 (one parser, one int check)
     s.add_argument("--num-cpus", type=library_cli._positive_int, default=None, help="logical CPUs of the local Ray")
-    s.add_argument(
-        "--request-deadline-s", type=float, default=None,
-        help="past it a judgment answers 504 and /get_reward gives the rest 0.5 with a timeout flag (default 150)",
-    )  # fmt: skip
+    deadline = "past it a judgment answers 504 and /get_reward gives the rest 0.5 with a timeout flag (default 150)"
+    s.add_argument("--request-deadline-s", type=float, default=None, help=deadline)
     s.add_argument("--batching", choices=("auto", "static", "continuous"), default=None, help="(default auto)")
     args = parser.parse_args(argv)
     if args.command != "serve":

@@ -21,7 +21,7 @@ from typing import Any
 from ray import serve
 from ray.util import metrics
 
-from reflectrm.config import ModelConfig, from_dict
+from reflectrm.config import ModelConfig
 from reflectrm.engines.base import Generation, GenerationRequest, PromptTooLongError, generate_each
 from serve.schemas import StageArgs
 
@@ -41,31 +41,28 @@ def load_stage_engine(cfg: ModelConfig, continuous: bool) -> Any:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5}, max_ongoing_requests=64)
 class EngineStage:
-    def __init__(self, stage: str, model: dict[str, Any], batching: dict[str, Any], continuous: bool = False):
+    def __init__(self, stage: str, cfg: ModelConfig, batch: StageArgs, continuous: bool = False):
         import torch
 
-        cfg, batch = from_dict(ModelConfig, model), from_dict(StageArgs, batching)
         torch.set_num_threads(batch.threads or os.cpu_count() or 1)
         self.continuous = continuous  # serve/app.py decides: vLLM and batching != static
         self.engine = load_stage_engine(cfg, continuous)
         self.generate_batch.set_max_batch_size(batch.max_batch_size)
         self.generate_batch.set_batch_wait_timeout_s(batch.batch_wait_timeout_s)
         tags = ("stage",)
-        self.m_batch = metrics.Histogram(
-            "reflectrm_stage_batch_size", "Requests per engine call (static batching)", [1, 2, 4, 8, 16, 32, 64], tags
-        )
+        sizes, seconds = [1, 2, 4, 8, 16, 32, 64], [0.1, 0.5, 1, 2, 5, 10, 30, 60]
+        self.m_batch = metrics.Histogram("reflectrm_stage_batch_size", "Requests per engine call (static)", sizes, tags)
         self.m_batch_s = metrics.Histogram(
-            "reflectrm_stage_batch_seconds", "Seconds per engine call (static batching)", [0.1, 0.5, 1, 2, 5, 10, 30, 60], tags
-        )  # fmt: skip
+            "reflectrm_stage_batch_seconds", "Seconds per engine call (static)", seconds, tags
+        )
         self.m_queue = metrics.Gauge("reflectrm_stage_queue_length", "Requests waiting for the engine", tags)
         self.m_running = metrics.Gauge("reflectrm_stage_running", "Requests in the engine's running batch", tags)
         self.m_tokens = metrics.Counter("reflectrm_stage_generated_tokens", "Tokens generated", tags)
         self.m_tps = metrics.Gauge(
             "reflectrm_stage_tokens_per_s", f"Tokens generated per second (last {WINDOW_S:g} s)", tags
         )
-        self.m_hit = metrics.Gauge(
-            "reflectrm_stage_prefix_cache_hit_rate", f"Prompt tokens found in the prefix cache (last {WINDOW_S:g} s)", tags
-        )  # fmt: skip
+        hit = f"Prompt tokens found in the prefix cache (last {WINDOW_S:g} s)"
+        self.m_hit = metrics.Gauge("reflectrm_stage_prefix_cache_hit_rate", hit, tags)
         for m in (self.m_batch, self.m_batch_s, self.m_queue, self.m_running, self.m_tokens, self.m_tps, self.m_hit):
             m.set_default_tags({"stage": stage})
         self.inside = 0  # requests in this replica (waiting or running)

@@ -3,6 +3,7 @@
 shape, plus the field and the fix), never the framework's own `{"detail": ...}`."""
 
 # No `from __future__ import annotations`: FastAPI must see real types.
+import dataclasses
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -48,15 +49,12 @@ def check_text(texts: Iterable[str], limit: int, field: str) -> None:
         try:
             text.encode("utf-8")
         except UnicodeEncodeError:
-            raise ApiError(
-                422, field, f"{field}: a string is not valid Unicode (an unpaired surrogate such as \\ud800)",
-                "send valid UTF-8 text (\\ud800-\\udfff escapes only as surrogate pairs)",
-            ) from None  # fmt: skip
+            why = f"{field}: a string is not valid Unicode (an unpaired surrogate such as \\ud800)"
+            fix = "send valid UTF-8 text (\\ud800-\\udfff escapes only as surrogate pairs)"
+            raise ApiError(422, field, why, fix) from None
     if chars > limit * CHARS_PER_TOKEN:
-        raise ApiError(
-            413, field, f"the prompt has {chars} characters, far over the limit of {limit} tokens",
-            "shorten the conversation or the responses", prompt_chars=chars, limit=limit,
-        )  # fmt: skip
+        why = f"the prompt has {chars} characters, far over the limit of {limit} tokens"
+        raise ApiError(413, field, why, "shorten the conversation or the responses", prompt_chars=chars, limit=limit)
 
 
 def request_id(request: Request) -> str:
@@ -154,40 +152,48 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_body(request, 500, "", "internal error", "retry; if it persists, report the request id")
 
 
+@dataclasses.dataclass
 class InFlight:
-    """The ingress's own bounded queue: requests in flight in this replica, and the cap (ServeArgs
-    max_concurrent_requests, set by the Ingress). Above the cap a request gets 503 + Retry-After with
-    our JSON body at once (Serve's own ingress back-pressure would answer with its text body)."""
+    """The ingress's own bounded queue: requests in flight in one replica, and its caps (ServeArgs
+    max_concurrent_requests and max_body_mb). Above the cap a request gets 503 + Retry-After with our JSON
+    body at once (Serve's own ingress back-pressure would answer with its text body). Each ingress replica
+    holds one (`in_flight`); the middleware finds it through the replica's context."""
 
-    limit = 0  # 0: no cap
-    max_body_bytes = 0  # 0: no cap (ServeArgs max_body_mb)
-    now = 0
-    retry_after_s = 1
-    exempt = ("/healthz",)
+    limit: int = 0  # 0: no cap
+    max_body_bytes: int = 0  # 0: no cap
+    now: int = 0
+    retry_after_s: int = 1
+    exempt: tuple[str, ...] = ("/healthz",)
+
+
+def replica_in_flight() -> InFlight | None:
+    """This replica's InFlight (None outside a Serve replica, or before the ingress holds one)."""
+    try:
+        return getattr(serve.get_replica_context().servable_object, "in_flight", None)
+    except Exception:  # noqa: BLE001 (RayServeException: not in a replica)
+        return None
 
 
 @app.middleware("http")
 async def bounded(request: Request, call_next: Any) -> Any:
+    gate = replica_in_flight()
+    if gate is None:
+        return await call_next(request)
     size = request.headers.get("content-length", "")
-    if InFlight.max_body_bytes and size.isdigit() and int(size) > InFlight.max_body_bytes:
-        return error_body(
-            request, 413, "body", f"the body has {int(size)} bytes; this server accepts at most {InFlight.max_body_bytes}",
-            "send fewer or shorter texts per request (max_body_mb)", body_bytes=int(size), limit=InFlight.max_body_bytes,
-        )  # fmt: skip
-    if InFlight.limit and InFlight.now >= InFlight.limit and request.url.path not in InFlight.exempt:
-        return error_body(
-            request,
-            503,
-            "",
-            f"this server has {InFlight.now} requests in flight, its limit (max_concurrent_requests)",
-            "retry after the Retry-After seconds",
-            {"Retry-After": str(InFlight.retry_after_s)},
-        )
-    InFlight.now += 1
+    cap = gate.max_body_bytes
+    if cap and size.isdigit() and int(size) > cap:
+        why = f"the body has {int(size)} bytes; this server accepts at most {cap}"
+        fix = "send fewer or shorter texts per request (max_body_mb)"
+        return error_body(request, 413, "body", why, fix, body_bytes=int(size), limit=cap)
+    if gate.limit and gate.now >= gate.limit and request.url.path not in gate.exempt:
+        why = f"this server has {gate.now} requests in flight, its limit (max_concurrent_requests)"
+        headers = {"Retry-After": str(gate.retry_after_s)}
+        return error_body(request, 503, "", why, "retry after the Retry-After seconds", headers)
+    gate.now += 1
     try:
         return await call_next(request)
     finally:
-        InFlight.now -= 1
+        gate.now -= 1
 
 
 install_error_handlers(app)

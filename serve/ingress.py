@@ -6,35 +6,19 @@ library's. Request bodies are never logged."""
 
 # No `from __future__ import annotations`: FastAPI must see real types on the ingress methods.
 import asyncio
-import dataclasses
-import hashlib
-import hmac
 import logging
 import time
-from collections.abc import Awaitable
 from typing import Any
 
 from fastapi import Request
 from ray import serve
-from ray.exceptions import RayActorError
-from ray.serve.exceptions import BackPressureError, DeploymentUnavailableError
-from ray.serve.handle import DeploymentHandle
-from ray.util import metrics
 
-from reflectrm.config import JudgeConfig
-from reflectrm.engines.base import Generation, GenerationRequest, PromptTooLongError
-from reflectrm.inference import Steps, ajudge
 from reflectrm.prompts import response_prompt
-from reflectrm.ranking import GroupCollector
-from reflectrm.records import JudgeResult, Message, PreferencePair
 from reflectrm.requests import pair_from_request
-from reflectrm.scoring import UNANSWERED
-from serve import routing  # a module reference: its context variable is not pickled with the app
-from serve.http import ApiError, InFlight, app, request_id, check_text
-from serve.openai_api import TokenText
+from serve.http import app, request_id
 from serve.openai_routes import OpenAIRoutes
 from serve.reward_routes import RewardRoutes
-from serve.schemas import JudgeRequest, ServeArgs, chat_messages
+from serve.schemas import JudgeRequest, chat_messages
 
 log = logging.getLogger("ray.serve")
 
@@ -42,157 +26,8 @@ log = logging.getLogger("ray.serve")
 @serve.deployment(ray_actor_options={"num_cpus": 0}, max_ongoing_requests=512)
 @serve.ingress(app)
 class Ingress(OpenAIRoutes, RewardRoutes):
-    """The routes of serve/openai_routes.py and serve/reward_routes.py, and /v1/judge, /healthz, /v1/models,
-    with what they share: the stage handles, the token limit, caps, auth and the judge."""
-
-    def __init__(
-        self, stage1: DeploymentHandle, stage2: DeploymentHandle, args: dict[str, Any], token_sha256: str | None
-    ):
-        from reflectrm.models import load_tokenizer, resolve_model
-
-        self.args = ServeArgs.parse(args)
-        self.stage1, self.stage2 = stage1, stage2
-        self.token_sha256 = token_sha256
-        self.tokenizer = load_tokenizer(
-            resolve_model(self.args.model.name), self.args.model.trust_remote_code
-        )  # token counts for 413s
-        self.text = TokenText(self.tokenizer)
-        g = self.args.reward_groups
-        self.groups = None if not g.size else GroupCollector(self._rank_for_reward, g.size, g.wait_s)
-        InFlight.limit = self.args.max_concurrent_requests
-        InFlight.max_body_bytes = int(self.args.max_body_mb * 2**20)
-        self.m_deadline = metrics.Counter(
-            "reflectrm_deadline_hits", "Requests (or /get_reward samples) past request_deadline_s", ("endpoint",)
-        )
-        self.m_rejected = metrics.Counter("reflectrm_stage_rejected", "Engine calls refused: queue full", ("stage",))
-        self.m_retries = metrics.Counter("reflectrm_stage_retries", "Engine calls retried: replica failed", ("stage",))
-        self.m_latency = metrics.Histogram(
-            "reflectrm_request_seconds",
-            "End-to-end request latency",
-            boundaries=[0.1, 0.5, 1, 2, 5, 10, 30, 60, 120],
-            tag_keys=("endpoint",),
-        )
-
-    # ------------------------------------------------------------------ plumbing
-
-    async def _call(self, handle: DeploymentHandle, request: GenerationRequest, stage: str) -> Generation:
-        """One engine call, routed by the pair's key (prefix affinity). A full stage queue is a 503 with
-        Retry-After; a replica that dies mid-call is retried once (Serve routes it to a live replica,
-        or waits for the restarted one), then a 503."""
-        for attempt in (1, 2):
-            try:
-                return await handle.generate.remote(request, affinity=routing.PAIR_KEY.get())
-            except BackPressureError as err:
-                self.m_rejected.inc(tags={"stage": stage})
-                retry = max(1, round(getattr(err, "retry_after_s", None) or 1))
-                raise ApiError(
-                    503, "", f"the {stage} queue is full", "retry after the Retry-After seconds",
-                    headers={"Retry-After": str(retry)},
-                ) from None  # fmt: skip
-            except (RayActorError, DeploymentUnavailableError) as err:
-                self.m_retries.inc(tags={"stage": stage})
-                log.warning("%s replica failed (%s), attempt %d of 2", stage, type(err).__name__, attempt)
-        raise ApiError(
-            503, "", f"a {stage} replica failed while serving this request, twice",
-            "retry: Serve restarts failed replicas", headers={"Retry-After": "5"},
-        )  # fmt: skip
-
-    async def _stage1(self, requests: list[GenerationRequest]) -> list[Generation]:
-        try:
-            return list(await asyncio.gather(*(self._call(self.stage1, r, "stage1") for r in requests)))
-        except PromptTooLongError as err:
-            raise ApiError(
-                413,
-                "prompt",
-                str(err),
-                "shorten the conversation or the responses",
-                prompt_tokens=err.tokens,
-                limit=err.limit,
-            ) from None
-
-    async def _stage2(self, requests: list[GenerationRequest]) -> list[Generation]:
-        async def one(r: GenerationRequest) -> Generation:
-            try:
-                return await self._call(self.stage2, r, "stage2")
-            except (
-                PromptTooLongError
-            ):  # a reflection prompt over the limit is an invalid answer: "not better" (method.md §4)
-                return UNANSWERED
-
-        return list(await asyncio.gather(*(one(r) for r in requests)))
-
-    async def _deadline(self, work: Awaitable[Any], endpoint: str) -> Any:
-        """`work` within args.request_deadline_s, else 504 (its engine calls are cancelled: vLLM aborts them)."""
-        limit = self.args.request_deadline_s
-        try:
-            return await asyncio.wait_for(work, limit)
-        except asyncio.TimeoutError:
-            self.m_deadline.inc(tags={"endpoint": endpoint})
-            raise ApiError(
-                504, "request_deadline_s", f"the request did not finish within this server's deadline of {limit:g} s",
-                "retry later, or ask for less (a smaller n or max_new_tokens); the operator sets request_deadline_s",
-                deadline_s=limit,
-            ) from None  # fmt: skip
-
-    def _check_tokens(self, messages: tuple[Message, ...], field: str) -> None:
-        from reflectrm.models import count_chat_tokens
-
-        limit = self.args.model.max_prompt_tokens
-        check_text((m.content for m in messages), limit, field)
-        tokens = count_chat_tokens(self.tokenizer, messages)
-        if tokens > limit:
-            raise ApiError(
-                413,
-                field,
-                f"the prompt has {tokens} tokens; the limit is {limit}",
-                "shorten the conversation or the responses",
-                prompt_tokens=tokens,
-                limit=limit,
-            )
-
-    def _caps(
-        self, n: int | None, max_new_tokens: int | None, n_field: str = "n", tokens_field: str = "max_new_tokens"
-    ) -> None:
-        if n is not None and n > self.args.max_n:
-            raise ApiError(
-                422,
-                n_field,
-                f"{n_field}={n} is above this server's cap of {self.args.max_n}",
-                f"send {n_field} <= {self.args.max_n}",
-            )
-        if max_new_tokens is not None and max_new_tokens > self.args.max_new_tokens_cap:
-            raise ApiError(
-                422,
-                tokens_field,
-                f"{tokens_field}={max_new_tokens} is above this server's cap of {self.args.max_new_tokens_cap}",
-                f"send {tokens_field} <= {self.args.max_new_tokens_cap}",
-            )
-
-    def _authorize(self, request: Request) -> None:
-        if self.token_sha256 is None:
-            return
-        header = request.headers.get("authorization", "")
-        token = header[7:] if header.lower().startswith("bearer ") else ""
-        if not hmac.compare_digest(hashlib.sha256(token.encode()).hexdigest(), self.token_sha256):
-            raise ApiError(
-                401, "Authorization", "missing or wrong bearer token", "send the header Authorization: Bearer <token>"
-            )
-
-    def _judge_config(self, body: Any) -> JudgeConfig:
-        """The server's judge settings with what a request (/v1/judge, /v1/rank) may set, within the caps."""
-        self._caps(body.n, body.max_new_tokens)
-        j = self.args.judge
-        return dataclasses.replace(
-            j,
-            n=body.n or j.n,
-            max_new_tokens=body.max_new_tokens or j.max_new_tokens,
-            seed=j.seed if body.seed is None else body.seed,
-            stage2=getattr(body, "stage2", None) or j.stage2,
-        )
-
-    async def _judge(self, pair: PreferencePair, mode: str, cfg: JudgeConfig) -> JudgeResult:
-        routing.PAIR_KEY.set(routing.pair_key(pair))  # this task's engine calls (both stages) go to one replica
-        return await ajudge(Steps(cfg, self.args.prompt), pair, mode, self._stage1, self._stage2)  # type: ignore[arg-type]
+    """The routes of serve/openai_routes.py and serve/reward_routes.py, and /v1/judge, /healthz, /v1/models;
+    what they share (the stage handles, the token limit, caps, auth and the judge) is serve/core.py's."""
 
     # ------------------------------------------------------------------ endpoints
 

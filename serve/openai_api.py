@@ -109,9 +109,15 @@ def chat_response(
 
 
 def completion_response(
-    gens: list[Generation], prompts: list[str], model: str, rid: str, text: TokenText, logprobs: bool, echo: bool,
+    gens: list[Generation],
+    prompts: list[str],
+    model: str,
+    rid: str,
+    text: TokenText,
+    logprobs: bool,
+    echo: bool,
     notes: list[str],
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """OpenAI's text_completion object: n choices per prompt, prompt-major (OpenAI's order)."""
     choices = []
     for gen, prompt in zip(gens, prompts):
@@ -157,9 +163,15 @@ def chat_stream(
 
 
 def completion_stream(
-    gens: list[Generation], prompts: list[str], model: str, rid: str, text: TokenText, logprobs: bool, echo: bool,
+    gens: list[Generation],
+    prompts: list[str],
+    model: str,
+    rid: str,
+    text: TokenText,
+    logprobs: bool,
+    echo: bool,
     include_usage: bool,
-) -> Iterator[str]:  # fmt: skip
+) -> Iterator[str]:
     base = {"id": f"cmpl-{rid}", "object": "text_completion", "created": int(time.time()), "model": model}
     index = 0
     for gen, prompt in zip(gens, prompts):

@@ -11,7 +11,8 @@ from fastapi import Request
 from fastapi.responses import StreamingResponse
 
 from reflectrm.engines.base import GenerationRequest, SamplingParams
-from serve.http import ApiError, app, request_id, check_text
+from serve.core import IngressCore
+from serve.http import ApiError, app, check_text, request_id
 from serve.openai_api import chat_response, chat_stream, completion_response, completion_stream
 from serve.schemas import ChatRequest, CompletionRequest, chat_messages
 
@@ -29,15 +30,13 @@ def sampling(body: ChatRequest | CompletionRequest, max_tokens: int, top_logprob
     )
 
 
-class OpenAIRoutes:
+class OpenAIRoutes(IngressCore):
     def _check_text_tokens(self, text: str, field: str) -> None:
         check_text([text], self.args.model.max_prompt_tokens, field)
         tokens, limit = len(self.tokenizer(text)["input_ids"]), self.args.model.max_prompt_tokens
         if tokens > limit:
-            raise ApiError(
-                413, field, f"the prompt has {tokens} tokens; the limit is {limit}", "shorten the prompt",
-                prompt_tokens=tokens, limit=limit,
-            )  # fmt: skip
+            why = f"the prompt has {tokens} tokens; the limit is {limit}"
+            raise ApiError(413, field, why, "shorten the prompt", prompt_tokens=tokens, limit=limit)
 
     def _clamp(self, requested: int | None, field: str) -> tuple[int, list[str]]:
         """OpenAI routes: a max_tokens above the server's cap is clamped to it (judge harnesses send 2048-4096

@@ -17,9 +17,10 @@ from reflectrm.config import JudgeConfig
 from reflectrm.prompts import response_prompt
 from reflectrm.protocols import read_reward_request, read_reward_sample
 from reflectrm.ranking import comparisons, group_scores
-from reflectrm.records import Message, PreferencePair
+from reflectrm.records import JudgeResult, Message, PreferencePair
 from reflectrm.requests import context_from
 from reflectrm.rewards import NEUTRAL_SCORE, both_orders_score, reward_from_score
+from serve.core import IngressCore
 from serve.http import FIXES, ApiError, app, request_id
 from serve.schemas import RankRequest, chat_messages
 
@@ -27,7 +28,20 @@ log = logging.getLogger("ray.serve")
 FLAGS = ("no_reference", "error", "valid_rate", "grouped", "timeout")  # /get_reward's extra_logs, one value per sample
 
 
-class RewardRoutes:
+def comparison_trace(i: int, j: int, r: JudgeResult) -> dict[str, Any]:
+    """One judgment of a ranking: which responses it compared (by index), the winner, and the whole result."""
+    winner = None if r.preferred is None else (i, j)[r.preferred - 1]
+    return {
+        "response_1": i,
+        "response_2": j,
+        "preferred": winner,
+        "score": r.score,
+        "valid_rate": r.valid_rate,
+        "result": r.to_dict(),
+    }
+
+
+class RewardRoutes(IngressCore):
     """/get_reward and /v1/rank (a mixin: the Ingress gives it `args`, `groups` and the judge)."""
 
     async def _rank(
@@ -39,11 +53,7 @@ class RewardRoutes:
             *(self._judge(PreferencePair("", context, responses[i], responses[j]), mode, cfg) for i, j in pairs)
         )
         scores = group_scores(len(responses), [(i, j, r.score) for (i, j), r in zip(pairs, results)], method)  # type: ignore[arg-type]
-        traces = [
-            {"response_1": i, "response_2": j, "preferred": None if r.preferred is None else (i, j)[r.preferred - 1],
-             "score": r.score, "valid_rate": r.valid_rate, "result": r.to_dict()}
-            for (i, j), r in zip(pairs, results)
-        ]  # fmt: skip
+        traces = [comparison_trace(i, j, r) for (i, j), r in zip(pairs, results)]
         return scores, traces
 
     async def _rank_for_reward(self, context: tuple[Message, ...], responses: list[str]) -> list[tuple[float, float]]:
@@ -135,10 +145,8 @@ class RewardRoutes:
         messages = None if body.messages is None else [m.to_dict() for m in chat_messages(body.messages)]
         context = context_from(body.prompt, messages)
         if len(body.responses) > self.args.max_group:
-            raise ApiError(
-                422, "responses", f"{len(body.responses)} responses; this server ranks at most {self.args.max_group}",
-                f"send at most {self.args.max_group} responses (max_group)",
-            )  # fmt: skip
+            why = f"{len(body.responses)} responses; this server ranks at most {self.args.max_group}"
+            raise ApiError(422, "responses", why, f"send at most {self.args.max_group} responses (max_group)")
         cfg = self._judge_config(body)
         longest = max(body.responses, key=len)
         self._check_tokens(

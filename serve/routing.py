@@ -23,10 +23,10 @@ from ray.serve.request_router import FIFOMixin, PendingRequest, RequestRouter, R
 
 ROUTER = "serve.routing:PairAffinityRouter"
 # The pair an ingress task is judging: its engine calls (both stages) carry it as `affinity`.
-PAIR_KEY: contextvars.ContextVar[str] = contextvars.ContextVar("reflectrm_pair_key", default="")
+AFFINITY_KEY: contextvars.ContextVar[str] = contextvars.ContextVar("reflectrm_pair_key", default="")
 
 
-def pair_key(pair: Any) -> str:
+def affinity_key(pair: Any) -> str:
     """The routing key of a PreferencePair: its conversation and its two responses, in either order."""
     parts = [[m.to_dict() for m in pair.context], sorted((pair.response_1, pair.response_2))]
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]

@@ -7,7 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 
-from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, from_dict
+from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, Stage2, from_dict
+from reflectrm.inference import Mode
+from reflectrm.ranking import Method, Scheme
 from reflectrm.records import Message
 from serve.http import ApiError
 
@@ -40,8 +42,8 @@ class GroupArgs:
 
     size: int = 0  # the responses per prompt the trainer samples (OpenRLHF --n_samples_per_prompt); 0: off
     wait_s: float = 30.0  # a group closes this long after its first response even if not full (>= 2 are ranked)
-    scheme: Literal["circular", "all_pairs"] = "circular"  # circular: 2G judgments; all_pairs: G(G-1)
-    method: Literal["win_rate", "bradley_terry"] = "win_rate"
+    scheme: Scheme = "circular"  # circular: 2G judgments; all_pairs: G(G-1)
+    method: Method = "win_rate"
 
     def __post_init__(self) -> None:
         if self.size < 0 or self.size == 1 or self.wait_s <= 0:
@@ -58,7 +60,7 @@ class ServeArgs:
     max_n: int = 16  # caps on what one request may ask for
     max_new_tokens_cap: int = 1024  # /v1/judge: 422 above it; OpenAI routes clamp to it (finish_reason "length")
     max_group: int = 16  # responses in one /v1/rank request
-    reward_mode: Literal["greedy", "majority", "reflect"] = "reflect"  # how /get_reward judges
+    reward_mode: Mode = "reflect"  # how /get_reward judges
     reward_both_orders: bool = (
         False  # /get_reward also judges (reference, response) and averages: no position bias, 2x cost
     )
@@ -137,12 +139,12 @@ class JudgeRequest(BaseModel):
     messages: list[ChatMessage] | None = Field(None, min_length=1)
     response_1: StrictStr
     response_2: StrictStr
-    mode: Literal["greedy", "majority", "reflect"] = "reflect"
+    mode: Mode = "reflect"
     n: StrictInt | None = Field(None, ge=1)
     max_new_tokens: StrictInt | None = Field(None, ge=1)
     seed: StrictInt | None = None
     swap: StrictBool = False
-    stage2: Literal["lazy", "full"] | None = None  # None: the server's judge.stage2 (lazy: exact, fewer calls)
+    stage2: Stage2 | None = None  # None: the server's judge.stage2 (lazy: exact, fewer calls)
 
 
 class ChatRequest(BaseModel):
@@ -187,9 +189,9 @@ class RankRequest(BaseModel):
     prompt: StrictStr | None = None
     messages: list[ChatMessage] | None = Field(None, min_length=1)
     responses: list[StrictStr] = Field(min_length=2)
-    scheme: Literal["circular", "all_pairs"] = "circular"
-    method: Literal["win_rate", "bradley_terry"] = "win_rate"
-    mode: Literal["greedy", "majority", "reflect"] = "reflect"
+    scheme: Scheme = "circular"
+    method: Method = "win_rate"
+    mode: Mode = "reflect"
     n: StrictInt | None = Field(None, ge=1)
     max_new_tokens: StrictInt | None = Field(None, ge=1)
     seed: StrictInt | None = None

@@ -34,9 +34,8 @@ def shown_candidate_position(request, candidate_analysis: str) -> int:
 
 def write_toy_mix(path, n_pairs: int, seed: int = 3):
     """A training mix like jobs.build_data's, made without a model (reflectrm.training.data.checkable_mix)."""
-    from reflectrm.data.loaders import write_rows
+    from reflectrm.data.items import write_items
     from reflectrm.training.data import checkable_mix
 
-    rows = checkable_mix(n_pairs, seed)
-    write_rows(rows, path)
+    write_items(checkable_mix(n_pairs, seed), path)
     return path

@@ -16,7 +16,7 @@ import random
 import re
 from typing import Any, Callable
 
-from reflectrm.data.loaders import order_by_hash
+from reflectrm.data.formats import order_by_hash
 from reflectrm.records import Message, PreferencePair
 
 TOPICS = [

@@ -25,14 +25,15 @@ from typing import Any, Sequence
 
 import torch
 
+import reflectrm.engines.hf_cache as hf_cache
 from reflectrm.config import ModelConfig
 from reflectrm.engines.base import (
     Completion,
     Generation,
     GenerationRequest,
     PromptTooLongError,
-    generate_alone,
     choice_split,
+    generate_alone,
 )
 from reflectrm.models import load_model, load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
@@ -159,7 +160,9 @@ class HFEngine:
         # Prompts that share a long prefix stay together (so the prefix is prefilled once per chunk);
         # long groups first; packed into chunks of at most max_batch_rows sequences.
         groups = (
-            prefix_groups(encoded, self.min_shared_prefix) if self.share_prefix else [[i] for i in range(len(encoded))]
+            hf_cache.prefix_groups(encoded, self.min_shared_prefix)
+            if self.share_prefix
+            else [[i] for i in range(len(encoded))]
         )
         groups.sort(key=lambda g: -max(len(encoded[i]) for i in g))
         order = [i for g in groups for i in g]
@@ -231,8 +234,10 @@ class HFEngine:
                     gen.manual_seed(_sample_seed(p.seed, k))
                 rows.append(_Row(i, k, gen))
         prompts = [encoded[i] for i in chunk] if self.prefill_once else [encoded[r.req] for r in rows]
-        cache = _growing_cache(self.model.config)
-        groups = prefix_groups(prompts, self.min_shared_prefix) if self.prefill_once and self.share_prefix else []
+        cache = hf_cache.growing_cache(self.model.config)  # a module reference: benchmarks/kv_cache.py swaps it
+        groups = (
+            hf_cache.prefix_groups(prompts, self.min_shared_prefix) if self.prefill_once and self.share_prefix else []
+        )
         if any(len(g) > 1 for g in groups):
             logits, mask, next_pos = self._prefill_shared(prompts, groups, cache)
         else:
@@ -324,7 +329,8 @@ class HFEngine:
         prefill each member's own suffix on top (stage 2's prompts of a pair share ~all of stage 1's)."""
         dev = self.device
         shared = [
-            shared_prefix_length([prompts[i] for i in g]) if len(g) > 1 else len(prompts[g[0]]) - 1 for g in groups
+            hf_cache.shared_prefix_length([prompts[i] for i in g]) if len(g) > 1 else len(prompts[g[0]]) - 1
+            for g in groups
         ]
         _, group_mask, _ = self._prefill([prompts[g[0]][:n] for g, n in zip(groups, shared)], cache, start=None)
         member_group = {i: k for k, g in enumerate(groups) for i in g}
@@ -360,71 +366,6 @@ class HFEngine:
         window = max(len(s) for s in stops) + 2
         tail = self.tokenizer.decode(row.ids[-window:], skip_special_tokens=True)
         return any(s in tail for s in stops)
-
-
-def _growing_cache(config: Any) -> Any:
-    """A DynamicCache whose full-attention layers write into preallocated buffers that grow by
-    doubling. transformers' DynamicLayer concatenates its whole KV cache at every decoded token
-    (py-spy: 23% of a judge workload's time on 2 CPUs); this writes only the new token."""
-    from transformers import DynamicCache
-    from transformers.cache_utils import DynamicLayer
-
-    class GrowingLayer(DynamicLayer):
-        def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any):
-            if not self.is_initialized:
-                self.lazy_initialization(key_states, value_states)
-                self.length, self.kbuf, self.vbuf = 0, None, None
-            end = self.length + key_states.shape[-2]
-            if self.kbuf is None or end > self.kbuf.shape[-2]:
-                capacity = max(end + 64, 2 * (0 if self.kbuf is None else self.kbuf.shape[-2]))
-                kbuf = key_states.new_empty((*key_states.shape[:-2], capacity, key_states.shape[-1]))
-                vbuf = value_states.new_empty((*value_states.shape[:-2], capacity, value_states.shape[-1]))
-                if self.length:
-                    kbuf[..., : self.length, :] = self.kbuf[..., : self.length, :]
-                    vbuf[..., : self.length, :] = self.vbuf[..., : self.length, :]
-                self.kbuf, self.vbuf = kbuf, vbuf
-            self.kbuf[..., self.length : end, :] = key_states
-            self.vbuf[..., self.length : end, :] = value_states
-            self.length = end
-            self.keys, self.values = self.kbuf[..., :end, :], self.vbuf[..., :end, :]
-            return self.keys, self.values
-
-        def batch_select_indices(self, indices: torch.Tensor) -> None:
-            if self.is_initialized and self.length:
-                self.kbuf, self.vbuf = self.kbuf[indices, ...], self.vbuf[indices, ...]
-                self.keys, self.values = self.kbuf[..., : self.length, :], self.vbuf[..., : self.length, :]
-
-        def batch_repeat_interleave(self, repeats: int) -> None:
-            self.batch_select_indices(
-                torch.arange(self.kbuf.shape[0], device=self.kbuf.device).repeat_interleave(repeats)
-            )
-
-    cache = DynamicCache(config=config)
-    if all(type(layer) is DynamicLayer for layer in cache.layers):  # full attention only; others keep the default
-        cache.layers = [GrowingLayer() for _ in cache.layers]
-    return cache
-
-
-def shared_prefix_length(seqs: Sequence[Sequence[int]]) -> int:
-    """Length of the common prefix of all `seqs`, leaving each at least one token of its own."""
-    first, limit = seqs[0], min(len(x) for x in seqs) - 1
-    n = 0
-    while n < limit and all(x[n] == first[n] for x in seqs):
-        n += 1
-    return n
-
-
-def prefix_groups(seqs: Sequence[Sequence[int]], min_shared: int) -> list[list[int]]:
-    """Indices of `seqs` grouped so that each group shares a prefix of at least `min_shared` tokens
-    (neighbours in sorted order; a prompt with no such neighbour is a group of one)."""
-    order = sorted(range(len(seqs)), key=lambda i: seqs[i])
-    groups: list[list[int]] = []
-    for i in order:
-        if groups and shared_prefix_length([seqs[j] for j in groups[-1]] + [seqs[i]]) >= min_shared:
-            groups[-1].append(i)
-        else:
-            groups.append([i])
-    return groups
 
 
 def _sample_seed(seed: int | None, k: int) -> int:

@@ -1,206 +1,193 @@
-"""One GRPO step and one SFT step on a live model, in one process (a Ray Train worker runs these).
+"""One GRPO step and one SFT step of a worker, and the greedy check of held-out items.
 
-rollout       G samples per prompt with the CURRENT policy through the library's engine; each
-              graded by THE parser against the gold label (objectives.grade)
-policy_batch  prompt + completion ids padded into tensors, with the mask of generated tokens
-token_logprobs  log p(token) of every completion token under a model (with or without grad)
-grpo_loss_on  advantages per group, the clipped token-level loss (+ KL), on a micro-batch
-sft_loss_on   cross-entropy on the target judgment's tokens only (the prompt is masked)
+A GRPO step, on every worker: the worker's rollout engine (reflectrm/training/worker.py) -> G rollouts per
+item with the current policy (seeded by the item's id and the step, so an item's rollouts do not depend on
+the worker that drew it) -> rewards from THE parser -> group-normalised advantages -> micro-batches of the
+token-level clipped loss (+ KL), normalised by the step's token count over all workers -> optimizer step.
+
+The metrics: each worker counts what it did (`rollout_counts`), the counts are summed over workers
+(one collective), and `step_metrics` turns the sums into rates and means: a pure function, tested without
+a model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import time
 from typing import Any, Sequence
 
-import torch
-import torch.nn.functional as F
-
-from reflectrm.config import PromptConfig
-from reflectrm.data.reflection import training_messages
-from reflectrm.engines.base import GenerationRequest, SamplingParams, generate_each
+from reflectrm.data.items import TrainingItem
 from reflectrm.engines.hf import HFEngine
-from reflectrm.training.objectives import RewardConfig, grade, group_advantages, grpo_loss, sft_labels
-from reflectrm.training.rollout_engine import logprob_diff
+from reflectrm.seeds import derive_seed
+from reflectrm.training.config import LoopConfig
+from reflectrm.training.dist import all_max, all_sum, all_sum_named, world
+from reflectrm.training.objectives import group_advantages
+from reflectrm.training.policy import Rollouts, grpo_loss_on, micro_batches, rollout, sft_loss_on, zero_loss
+from reflectrm.training.worker import Worker
+
+TASKS = {"response": "pref", "critique": "refl"}  # task -> its metrics prefix
 
 
-@dataclass(frozen=True)
-class GRPOConfig:
-    n: int = 8  # rollouts per prompt (method.md §3): the same N as judge.n, one name for it everywhere
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 256
-    clip: float = 0.2
-    kl_coef: float = 0.0  # > 0: KL to the reference policy with the low-variance estimator (0.001 in the sibling code)
-    reward: RewardConfig = field(default_factory=RewardConfig)
+def rollout_counts(ro: Rollouts, n: int) -> dict[str, float]:
+    """What one worker's rollouts of a step hold, as sums (summed again over workers)."""
+    local: dict[str, float] = {
+        "too_long": ro.too_long,
+        # groups whose rollouts' rewards differ: only they have non-zero advantages (a learning signal)
+        "groups": len(ro.rewards) // n,
+        "signal_groups": int((ro.rewards.view(-1, n).std(dim=1) > 0).sum()) if len(ro.rewards) else 0,
+    }
+    for task, name in TASKS.items():
+        pick = [i for i, t in enumerate(ro.tasks) if t == task]
+        local |= {
+            f"{name}_rollouts": len(pick),
+            f"{name}_reward": float(ro.rewards[pick].sum()) if pick else 0.0,
+            f"{name}_valid": sum(ro.valid[i] for i in pick),
+            f"{name}_correct": sum(ro.correct[i] for i in pick),
+        }
+    return local
 
 
-@dataclass
-class Rollouts:
-    prompt_ids: list[list[int]]  # one per rollout (a prompt repeated G times)
-    completion_ids: list[list[int]]
-    rewards: torch.Tensor
-    valid: list[bool]
-    correct: list[bool]
-    tasks: list[str]  # "response" (preference items) or "critique" (reflection items)
-    too_long: int = 0  # rows skipped: their prompt is over the engine's token limit (no rollouts, no loss)
-    engine_logprobs: list[tuple[float, ...]] = field(default_factory=list)  # the engine's, per sampled token
+def step_metrics(tot: dict[str, float], size: int, grad_norm: float, lr: float) -> dict[str, float]:
+    """A GRPO step's metrics from the counts summed over `size` workers (seconds are averaged over them)."""
+    m: dict[str, float] = {
+        "loss": tot["loss"] / size,
+        "kl": tot["kl"] / max(tot["tokens"], 1),
+        "grad_norm": grad_norm,
+        "lr": lr,
+        "gen_seconds": tot["gen_s"] / size,
+        "sync_seconds": tot["sync_s"] / size,  # the rollout engine's weight sync before this step (vllm)
+        "update_seconds": tot["update_s"] / size,
+        "completion_tokens": tot["tokens"],
+        "gen_tokens_per_s": tot["tokens"] / max(tot["gen_s"] / size, 1e-9),
+        "update_tokens_per_s": tot["seq_tokens"] / max(tot["update_s"] / size, 1e-9),
+    }
+    if tot["diff_tokens"]:  # mean |engine log-prob - policy log-prob| of the sampled tokens: jumps on stale weights
+        m["rollout_logprob_diff"] = tot["diff_sum"] / tot["diff_tokens"]
+    for name in TASKS.values():
+        c = tot[f"{name}_rollouts"]
+        m[f"{name}_rollouts"] = c
+        if c:
+            m |= {
+                f"{name}_reward_mean": tot[f"{name}_reward"] / c,
+                f"{name}_valid_rate": tot[f"{name}_valid"] / c,
+                f"{name}_accuracy": tot[f"{name}_correct"] / c,
+            }
+    m["too_long"] = tot["too_long"]  # prompts skipped this step (over the token limit)
+    m["signal_group_rate"] = tot["signal_groups"] / tot["groups"] if tot["groups"] else 0.0
+    count = sum(tot[f"{name}_rollouts"] for name in TASKS.values())
+    if not count:  # every prompt of the step was too long: nothing was learnt, nothing to average
+        return m
+    m.update(
+        reward_mean=sum(tot[f"{name}_reward"] for name in TASKS.values()) / count,
+        valid_rate=sum(tot[f"{name}_valid"] for name in TASKS.values()) / count,
+        accuracy=sum(tot[f"{name}_correct"] for name in TASKS.values()) / count,
+    )
+    return m
 
-    def select(self, idx: Sequence[int]) -> Rollouts:
-        """A micro-batch of these rollouts."""
-        return Rollouts(
-            [self.prompt_ids[i] for i in idx],
-            [self.completion_ids[i] for i in idx],
-            self.rewards[list(idx)],
-            [self.valid[i] for i in idx],
-            [self.correct[i] for i in idx],
-            [self.tasks[i] for i in idx],
-            engine_logprobs=[self.engine_logprobs[i] for i in idx] if self.engine_logprobs else [],
-        )
 
+def grpo_step(worker: Worker, rows: list[TrainingItem], step: int) -> dict[str, float]:
+    """One GRPO step on this worker's items (every worker calls it: the loss and metrics are collectives)."""
+    cfg, strategy = worker.cfg, worker.strategy
+    _, size = world()
+    policy = worker.policy(step)
+    t0 = time.perf_counter()
+    seeds = [derive_seed(cfg.seed, r.id, step) for r in rows]
+    ro = rollout(policy, rows, cfg.grpo, cfg.prompt, seeds=seeds)
+    worker.after_rollout()
+    gen_s = time.perf_counter() - t0
 
-def rollout(
-    engine: HFEngine,
-    rows: Sequence[dict[str, Any]],
-    cfg: GRPOConfig,
-    prompt_cfg: PromptConfig = PromptConfig(),
-    seed: int | None = None,
-    seeds: Sequence[int] | None = None,
-) -> Rollouts:
-    """G samples for each mixed-data row (task, label, pair, critiques) and their verifiable rewards.
-    `seeds`: one per row (a trainer derives them from the row's id and the step, so a row's rollouts
-    do not depend on which worker drew it); else `seed + i`."""
-    messages = [training_messages(r, prompt_cfg) for r in rows]
-    row_seeds = list(seeds) if seeds is not None else [None if seed is None else seed + i for i in range(len(rows))]
-    params = [
-        SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=s)
-        for s in row_seeds
-    ]
-    gens, errors = generate_each(engine, [GenerationRequest(m, p) for m, p in zip(messages, params)])
-    prompts, completions, graded, tasks, logprobs = [], [], [], [], []
-    for row, msgs, gen in zip(rows, messages, gens):
-        if gen is None:  # too long: skipped and counted, never a crash (whole groups go, so groups stay aligned)
+    t0 = time.perf_counter()
+    adv = group_advantages(ro.rewards, cfg.grpo.n) if len(ro.rewards) else ro.rewards  # none: all too long
+    local_tokens = sum(len(c) for c in ro.completion_ids)
+    (all_tokens,) = all_sum([local_tokens])
+    normalizer = max(all_tokens, 1.0) / size  # gradients are averaged over workers: the sum / all tokens
+    strategy.module.train()
+    pad = worker.engine.tokenizer.pad_token_id
+    loss_sum = kl_sum = diff_sum = diff_tokens = 0.0
+    lengths = [len(p) + len(c) for p, c in zip(ro.prompt_ids, ro.completion_ids)]
+    chunks = micro_batches(lengths, cfg.trainer.micro_batch, cfg.trainer.micro_batch_tokens)
+    count = all_max(max(len(chunks), cfg.grad_accum()))  # the same count on every worker
+    for k in range(count):
+        idx = chunks[k] if k < len(chunks) else []
+        if not idx:  # fewer rollouts here (prompts too long): a zero loss keeps the collectives in step
+            strategy.backward(zero_loss(strategy.module), last=k == count - 1)
             continue
-        prompt = list(gen.prompt_ids) or engine.encode(msgs)  # the engine's own tokenisation of the prompt
-        for c in gen.completions:
-            prompts.append(prompt)
-            completions.append(list(c.token_ids))
-            logprobs.append(tuple(c.logprobs))
-            graded.append(grade(c.text, row["task"], int(row["label"]), cfg.reward))
-            tasks.append(row["task"])
-    rewards = torch.tensor([g.reward for g in graded], dtype=torch.float32)
-    too_long = sum(e is not None for e in errors)
-    valid, correct = [g.valid for g in graded], [g.correct for g in graded]
-    return Rollouts(prompts, completions, rewards, valid, correct, tasks, too_long, logprobs)
+        with strategy.autocast():
+            loss, info = grpo_loss_on(
+                strategy.forward_model(),
+                ro.select(idx),
+                cfg.grpo,
+                pad,
+                ref_model=worker.ref,
+                advantages=adv[idx],
+                normalizer=normalizer,
+            )
+        strategy.backward(loss, last=k == count - 1)
+        loss_sum += float(loss.detach())
+        kl_sum += info["kl"] * info["tokens"]
+        diff_sum += info["logprob_diff_sum"]
+        diff_tokens += info["logprob_diff_tokens"]
+    grad_norm = strategy.step()
+    local = {
+        "loss": loss_sum,
+        "kl": kl_sum,
+        "tokens": local_tokens,
+        "gen_s": gen_s,
+        "sync_s": worker.sync_seconds,
+        "update_s": time.perf_counter() - t0,
+        "diff_sum": diff_sum,
+        "diff_tokens": diff_tokens,
+        "seq_tokens": local_tokens + sum(len(p) for p in ro.prompt_ids),
+        **rollout_counts(ro, cfg.grpo.n),
+    }
+    return step_metrics(all_sum_named(local), size, grad_norm, strategy.lr())
 
 
-def policy_batch(
-    prompt_ids: Sequence[list[int]], completion_ids: Sequence[list[int]], pad_id: int
-) -> dict[str, torch.Tensor]:
-    """Right-padded [prompt + completion] ids, attention mask, and the mask of completion tokens
-    aligned with the log-probs of positions 1..T (what `token_logprobs` returns)."""
-    seqs = [list(p) + list(c) for p, c in zip(prompt_ids, completion_ids)]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    attn = torch.zeros((len(seqs), width), dtype=torch.long)
-    gen = torch.zeros((len(seqs), width - 1), dtype=torch.float32)
-    for i, (p, s) in enumerate(zip(prompt_ids, seqs)):
-        ids[i, : len(s)] = torch.tensor(s)
-        attn[i, : len(s)] = 1
-        gen[i, len(p) - 1 : len(s) - 1] = 1  # log-prob at position t predicts token t + 1
-    return {"input_ids": ids, "attention_mask": attn, "completion_mask": gen}
+def sft_step(worker: Worker, rows: list[TrainingItem]) -> dict[str, float]:
+    """One SFT step: cross-entropy on the target judgments' tokens, normalised over all workers' tokens."""
+    cfg, strategy, engine = worker.cfg, worker.strategy, worker.engine
+    _, size = world()
+    t0 = time.perf_counter()
+    tok = engine.tokenizer
+    prompts = [engine.encode(r.messages(cfg.prompt)) for r in rows]
+    targets = [tok(r.target or "", add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in rows]
+    local_tokens = sum(len(t) for t in targets)
+    (all_tokens,) = all_sum([local_tokens])
+    normalizer = max(all_tokens, 1.0) / size
+    strategy.module.train()
+    loss_sum = 0.0
+    lengths = [len(p) + len(t) for p, t in zip(prompts, targets)]
+    chunks = micro_batches(lengths, cfg.trainer.micro_batch, cfg.trainer.micro_batch_tokens)
+    count = all_max(max(len(chunks), cfg.grad_accum()))  # the same count on every worker (collectives)
+    for k in range(count):
+        idx = chunks[k] if k < len(chunks) else []
+        p, t = [prompts[i] for i in idx], [targets[i] for i in idx]
+        if not p:  # keep the micro-batch count equal on every worker (collectives)
+            p, t = prompts[:1], [[]]
+        with strategy.autocast():
+            loss = (
+                sft_loss_on(strategy.forward_model(), p, t, tok.pad_token_id, normalizer=normalizer)
+                if any(t)
+                else zero_loss(strategy.module)
+            )
+        strategy.backward(loss, last=k == count - 1)
+        loss_sum += float(loss.detach())
+    grad_norm = strategy.step()
+    loss_all, tokens, secs = all_sum([loss_sum, local_tokens, time.perf_counter() - t0])
+    return {
+        "loss": loss_all / size,
+        "grad_norm": grad_norm,
+        "lr": strategy.lr(),
+        "target_tokens": tokens,
+        "update_seconds": secs / size,
+        "gen_seconds": 0.0,
+    }
 
 
-def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, T-1]: log p(token t+1 | tokens <= t) under `model` (temperature 1).
-
-    Judge prompts are long and answers short: with a `completion_mask`, the vocabulary projection
-    and softmax run only from the first completion position on (`logits_to_keep`); earlier
-    positions come back as 0 (the mask zeroes them anyway)."""
-    device = next(model.parameters()).device
-    ids, attn = batch["input_ids"].to(device), batch["attention_mask"].to(device)
-    width = ids.shape[1] - 1
-    mask = batch.get("completion_mask")
-    start = int(mask.any(dim=0).float().argmax()) if mask is not None and bool(mask.any()) else 0
-    keep = torch.arange(start, width, device=device)
-    logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits.float()
-    logp = torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, start + 1 :].unsqueeze(-1)).squeeze(-1)
-    return F.pad(logp, (start, 0)) if start else logp
-
-
-def grpo_loss_on(
-    model: Any,
-    rollouts: Rollouts,
-    cfg: GRPOConfig,
-    pad_id: int,
-    ref_model: Any = None,
-    advantages: torch.Tensor | None = None,
-    normalizer: float | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The GRPO loss of (a micro-batch of) rollouts; call .backward() on it.
-
-    advantages  default: group-normalised from `rollouts.rewards` (pass them when `rollouts` is a
-                micro-batch: groups are normalised over the whole step's rollouts)
-    normalizer  default: this batch's token count (a trainer passes the whole step's)
-    ref_model   the frozen reference of the KL term; for LoRA pass the peft model itself (its
-                adapters are disabled for the reference pass)
-    One update per rollout batch (as in the paper's GRPO), so the sampling policy IS the current
-    one: old log-probs are the current ones detached (ratio 1, gradient A * grad log p).
-    info's `logprob_diff_sum` / `logprob_diff_tokens`: |the engine's log-prob - the policy's| over the
-    sampled tokens, the check that the rollout engine held the policy's weights."""
-    batch = policy_batch(rollouts.prompt_ids, rollouts.completion_ids, pad_id)
-    adv = group_advantages(rollouts.rewards, cfg.n) if advantages is None else advantages
-    ref = None
-    if cfg.kl_coef and ref_model is not None:
-        with torch.no_grad():
-            if hasattr(ref_model, "disable_adapter"):  # peft: the base model is the reference
-                with ref_model.disable_adapter():
-                    ref = token_logprobs(ref_model, batch)
-            else:
-                ref = token_logprobs(ref_model, batch)
-    logp = token_logprobs(model, batch)
-    mask = batch["completion_mask"].to(logp.device)
-    loss, info = grpo_loss(
-        logp,
-        logp.detach(),
-        adv.to(logp.device),
-        mask,
-        cfg.clip,
-        None if ref is None else ref.to(logp.device),
-        cfg.kl_coef,
-        normalizer,
-    )
-    diff, counted = logprob_diff(
-        logp, mask, [len(p) for p in rollouts.prompt_ids], rollouts.engine_logprobs or [()] * len(rollouts.prompt_ids)
-    )
-    return loss, {**info, "tokens": float(mask.sum()), "logprob_diff_sum": diff, "logprob_diff_tokens": counted}
-
-
-def sft_loss_on(
-    model: Any,
-    prompt_ids: Sequence[list[int]],
-    target_ids: Sequence[list[int]],
-    pad_id: int,
-    normalizer: float | None = None,
-) -> torch.Tensor:
-    """Cross-entropy over the target tokens only: their mean, or their sum / `normalizer` (a trainer
-    passes the whole step's target-token count)."""
-    pairs = [sft_labels(list(p), list(t)) for p, t in zip(prompt_ids, target_ids)]
-    width = max(len(i) for i, _ in pairs)
-    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(pairs), width), -100, dtype=torch.long)
-    attn = torch.zeros((len(pairs), width), dtype=torch.long)
-    for k, (i, lab) in enumerate(pairs):
-        ids[k, : len(i)], labels[k, : len(lab)], attn[k, : len(i)] = torch.tensor(i), torch.tensor(lab), 1
-    device = next(model.parameters()).device
-    start = max(0, min(len(p) for p in prompt_ids) - 1)  # the loss starts at the first target token
-    keep = torch.arange(start, width - 1, device=device)
-    logits = model(
-        input_ids=ids.to(device), attention_mask=attn.to(device), use_cache=False, logits_to_keep=keep
-    ).logits.float()
-    labels = labels[:, start + 1 :]
-    reduction = "mean" if normalizer is None else "sum"
-    loss = F.cross_entropy(
-        logits.reshape(-1, logits.size(-1)), labels.reshape(-1).to(device), ignore_index=-100, reduction=reduction
-    )
-    return loss if normalizer is None else loss / normalizer
+def greedy_check(cfg: LoopConfig, engine: HFEngine, rows: Sequence[TrainingItem]) -> dict[str, Any]:
+    """Greedy judgments of held-out items: accuracy and valid-format rate (run on one worker)."""
+    if not rows:
+        return {}
+    g = dataclasses.replace(cfg.grpo, n=1, temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens)
+    ro = rollout(engine, rows, g, cfg.prompt, seeds=[0] * len(rows))
+    return {"eval_accuracy": sum(ro.correct) / len(rows), "eval_valid_rate": sum(ro.valid) / len(rows)}

@@ -17,62 +17,22 @@ already holds the whole model: generation uses it directly.
 
 The loss of a step is normalised by the step's token count over ALL ranks (`global_tokens`), and
 every strategy averages gradients over ranks, so `backward(loss * world)` gives the same update
-whatever the number of ranks or the split of rows between them (see `grpo_step` in reflectrm/training/trainer.py).
+whatever the number of ranks or the split of rows between them (see `grpo_step` in reflectrm/training/step.py).
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.distributed as dist
+
+from reflectrm.training.config import OptimConfig
+from reflectrm.training.dist import world
 
 StrategyName = Literal["ddp", "fsdp2", "deepspeed"]
-
-
-@dataclass(frozen=True)
-class OptimConfig:
-    lr: float = 1e-6  # method.md §3 (the paper's full fine-tuning); LoRA wants ~1e-4
-    weight_decay: float = 0.0
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0  # linear warm-up from 0, then constant
-    max_grad_norm: float = 1.0  # 0: no clipping
-
-    def lr_lambda(self, step: int) -> float:
-        return min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
-
-
-def world() -> tuple[int, int]:
-    """(rank, world size); (0, 1) outside a process group."""
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def all_sum(values: list[float]) -> list[float]:
-    """Sums of each value over all ranks (a no-op in one process)."""
-    t = torch.tensor(values, dtype=torch.float64)
-    if world()[1] > 1:
-        dist.all_reduce(t)
-    return t.tolist()
-
-
-def all_max(value: int) -> int:
-    """The largest of `value` over all ranks (a no-op in one process)."""
-    t = torch.tensor([value], dtype=torch.int64)
-    if world()[1] > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return int(t.item())
-
-
-def all_sum_named(values: dict[str, float]) -> dict[str, float]:
-    """`all_sum` by name: every rank passes the same keys (sorted here, so the order always agrees)."""
-    keys = sorted(values)
-    return dict(zip(keys, all_sum([float(values[k]) for k in keys])))
 
 
 def _trainable(model: torch.nn.Module) -> list[torch.nn.Parameter]:

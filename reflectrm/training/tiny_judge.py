@@ -13,20 +13,20 @@ import tempfile
 from pathlib import Path
 
 from reflectrm.config import ModelConfig
-from reflectrm.data.loaders import pair_to_row
-from reflectrm.data.reflection import preference_row
+from reflectrm.data.items import TrainingItem
 from reflectrm.data.synthetic import synthetic_pairs
 from reflectrm.models import build_alias
 from reflectrm.prompts import render_judgment
-from reflectrm.training.strategies import OptimConfig
-from reflectrm.training.trainer import LocalSession, LoopConfig, TrainerConfig, train_worker
+from reflectrm.training.config import LoopConfig, OptimConfig, TrainerConfig
+from reflectrm.training.session import LocalSession
+from reflectrm.training.trainer import train_worker
 
 STEPS, BATCH = 80, 4
 
 
 def build(dest: Path) -> None:
     pairs = synthetic_pairs(STEPS * BATCH, seed=11)
-    rows = [{**preference_row(pair_to_row(p)), "target": render_judgment("ok", p.label)} for p in pairs]
+    rows = [TrainingItem.preference(p).with_target(render_judgment("ok", p.label)) for p in pairs]
     cfg = LoopConfig(
         recipe="sft",
         model=ModelConfig(name="tiny-random"),

@@ -10,6 +10,7 @@ import pytest
 from jobs.common import parse_job_config
 from jobs.main import BUILD_SEED, EVAL_SEED, TRAIN_SEED, MainConfig, main
 from reflectrm.experiment import heldout_pairs
+from reflectrm.training.warm_start import warm_start_pairs
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 
@@ -17,7 +18,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.timeout(600)]
 def test_heldout_pairs_never_appear_in_training():
     cfg = parse_job_config(MainConfig, ["--config", "jobs/configs/main.yaml"], "")
     pairs, dropped = heldout_pairs(
-        cfg.eval.pairs, EVAL_SEED, {TRAIN_SEED: cfg.warmstart.steps * 4 + 4, BUILD_SEED: cfg.build.pairs}
+        cfg.eval.pairs, EVAL_SEED, {TRAIN_SEED: warm_start_pairs(cfg.warmstart.steps), BUILD_SEED: cfg.build.pairs}
     )
     assert len(pairs) + dropped == cfg.eval.pairs and len(pairs) >= cfg.eval.pairs - 2
 

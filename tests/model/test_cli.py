@@ -25,6 +25,21 @@ def test_judge_json_has_the_documented_fields(capfd):
     assert "anchor" in out and "reflections" in out and "stage2_skipped" in out
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["judge", "model=tiny-random", "--prompt", "2+2?", "--response-1", "4", "--response-2", "5", "judge.n=4"],
+        ["judge", "--prompt", "2+2?", "judge.n=4", "--response-1", "4", "model=tiny-random", "--response-2", "5"],
+        ["judge", "--prompt", "2+2?", "--response-1", "4", "--response-2", "5", "model=tiny-random", "judge.n=4"],
+    ],
+    ids=["before-and-after", "between", "after"],
+)
+def test_settings_are_accepted_before_between_and_after_the_flags(argv, capfd):
+    assert main([*argv, "judge.max_new_tokens=8", "--json"]) == 0
+    out = json.loads(capfd.readouterr().out)
+    assert len(out["judgments"]) == 4  # judge.n=4 took effect wherever it stood
+
+
 def test_judge_file_of_pairs(tmp_path, capsys):
     rows = [
         {"prompt": "q1", "response_1": "a", "response_2": "b"},

@@ -126,7 +126,7 @@ def test_chunking_by_max_batch_rows_gives_the_same_answers(tiny_engine):
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 def test_shared_prefix_prefill_equals_separate_prefill(tiny_engine, temperature):
-    from reflectrm.engines.hf import prefix_groups
+    from reflectrm.engines.hf_cache import prefix_groups
     from reflectrm.prompts import reflection_prompt
 
     reflections = [

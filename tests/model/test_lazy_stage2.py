@@ -41,7 +41,7 @@ def test_lazy_equals_full_where_stage2_runs():
 def test_lazy_equals_full_on_a_warm_started_smollm2(tmp_path):
     """~4 minutes: a 6-step warm start (valid about half the time, so verdicts disagree), then the vLLM
     engine where installed (the HF engine otherwise) judges 6 LLMBar pairs with both stage-2 settings."""
-    from reflectrm.data.loaders import load_pairs
+    from reflectrm.data.formats import load_pairs
     from reflectrm.engines import load_engine
     from reflectrm.engines.vllm import vllm_available
     from reflectrm.training.warm_start import warm_start

@@ -15,8 +15,9 @@ import torch
 from reflectrm.config import ModelConfig, VLLMConfig
 from reflectrm.engines.base import GenerationRequest, SamplingParams
 from reflectrm.engines.vllm import vllm_available
+from reflectrm.training.config import GRPOConfig
+from reflectrm.training.policy import policy_batch, token_logprobs
 from reflectrm.training.rollout_engine import logprob_diff, merged_weights, worker_cores
-from reflectrm.training.step import GRPOConfig, policy_batch, token_logprobs
 
 K = 3  # optimizer steps
 
@@ -26,20 +27,22 @@ def greedy_diff(engine, policy_model, gens):
     batch = policy_batch([list(g.prompt_ids) for g in gens], [list(g.completions[0].token_ids) for g in gens], 0)
     with torch.no_grad():
         lp = token_logprobs(policy_model, batch)
-    total, n = logprob_diff(lp, batch["completion_mask"], [len(g.prompt_ids) for g in gens],
-                            [g.completions[0].logprobs for g in gens])  # fmt: skip
+    lengths, logprobs = [len(g.prompt_ids) for g in gens], [g.completions[0].logprobs for g in gens]
+    total, n = logprob_diff(lp, batch["completion_mask"], lengths, logprobs)
     return total / max(n, 1), n
 
 
 @pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (make setup installs it; VLLM=0 skips it)")
 def test_after_k_steps_the_vllm_engine_holds_the_trained_weights(tmp_path):
-    import pyarrow.parquet as pq
-
+    from reflectrm.data.items import read_items
     from reflectrm.data.synthetic import synthetic_pairs
     from reflectrm.prompts import response_prompt
+    from reflectrm.training.config import LoopConfig, OptimConfig, TrainerConfig
+    from reflectrm.training.model import build_model
     from reflectrm.training.rollout_engine import VLLMRollouts
-    from reflectrm.training.strategies import OptimConfig, make_strategy
-    from reflectrm.training.trainer import LoopConfig, TrainerConfig, build_model, grpo_step
+    from reflectrm.training.step import grpo_step
+    from reflectrm.training.strategies import make_strategy
+    from reflectrm.training.worker import Worker
     from tests.helpers import write_toy_mix
 
     cfg = LoopConfig(
@@ -48,7 +51,7 @@ def test_after_k_steps_the_vllm_engine_holds_the_trained_weights(tmp_path):
         optim=OptimConfig(lr=1e-3),
         trainer=TrainerConfig(strategy="none", rollout_engine="vllm", prompts_per_worker=4, micro_batch=16),
     )
-    rows = pq.read_table(write_toy_mix(tmp_path / "mix.parquet", 6)).to_pylist()
+    rows = read_items(write_toy_mix(tmp_path / "mix.parquet", 6))
     torch.manual_seed(0)
     engine, model, _ = build_model(cfg, "cpu")
     strategy = make_strategy(model, cfg.optim, "none", cfg.grad_accum())
@@ -56,16 +59,17 @@ def test_after_k_steps_the_vllm_engine_holds_the_trained_weights(tmp_path):
     vr = VLLMRollouts(cfg.model, VLLMConfig(kv_cache_gib=1), "cpu")
     try:
         steps = []
+        worker = Worker(cfg, engine, strategy, None, vllm=vr)  # the worker syncs the engine before each step
         for step in range(K):
-            vr.sync(strategy.full_state_dict(), step)
-            steps.append(grpo_step(cfg, vr.engine, strategy, None, rows[4 * step : 4 * step + 4], step))
+            steps.append(grpo_step(worker, rows[4 * step : 4 * step + 4], step))
+            assert vr.synced_step == step and worker.sync_seconds > 0
         assert all(m["rollout_logprob_diff"] < 1e-3 for m in steps), [m["rollout_logprob_diff"] for m in steps]
         assert any(m["loss"] != 0 for m in steps) and all(m["completion_tokens"] > 0 for m in steps)
         moved = max(float((v - start[k]).abs().max()) for k, v in model.state_dict().items())
         assert moved > 1e-4, "the optimizer steps did not change the weights: nothing would be checked"
 
-        reqs = [GenerationRequest(response_prompt(p), SamplingParams(n=1, temperature=0.0, max_new_tokens=32))
-                for p in synthetic_pairs(6, seed=77)]  # fmt: skip
+        greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=32)
+        reqs = [GenerationRequest(response_prompt(p), greedy) for p in synthetic_pairs(6, seed=77)]
         policy = engine.with_model(strategy.rollout_model().eval())
         stale, _ = greedy_diff(vr.engine, policy.model, vr.engine.generate(reqs))  # the weights before step K
         vr.sync(strategy.full_state_dict(), K)
@@ -79,8 +83,9 @@ def test_after_k_steps_the_vllm_engine_holds_the_trained_weights(tmp_path):
 
 def test_a_lora_state_merges_like_merge_and_unload():
     from reflectrm.models import load_model, resolve_model
+    from reflectrm.training.config import LoraConfig
+    from reflectrm.training.model import with_lora
     from reflectrm.training.rollout_engine import lora_scaling
-    from reflectrm.training.trainer import LoraConfig, with_lora
 
     base = load_model(resolve_model("tiny-random"), torch.float32, "cpu", False)
     peft = with_lora(base, LoraConfig(rank=4, alpha=8))

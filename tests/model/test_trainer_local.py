@@ -11,18 +11,18 @@ import torch
 
 from reflectrm.config import ModelConfig
 from reflectrm.engines.hf import HFEngine
-from reflectrm.training.step import GRPOConfig
-from reflectrm.training.strategies import OptimConfig
-from reflectrm.training.trainer import LocalSession, LoopConfig, LoraConfig, TrainerConfig, train_worker
+from reflectrm.training.config import GRPOConfig, LoopConfig, LoraConfig, OptimConfig, TrainerConfig
+from reflectrm.training.session import LocalSession
+from reflectrm.training.trainer import train_worker
 from tests.helpers import write_toy_mix
 
 LORA = LoraConfig(rank=4, alpha=8, target_modules=("q_proj", "v_proj"))
 
 
 def rows(tmp_path, n):
-    import pyarrow.parquet as pq
+    from reflectrm.data.items import read_items
 
-    return pq.read_table(write_toy_mix(tmp_path / "mix.parquet", n)).to_pylist()
+    return read_items(write_toy_mix(tmp_path / "mix.parquet", n))
 
 
 def test_grpo_lora_with_kl_runs_and_logs_each_step(tmp_path):
@@ -54,9 +54,9 @@ def test_grpo_lora_with_kl_runs_and_logs_each_step(tmp_path):
 
 def test_sft_lora_export_merges_and_reloads_with_equal_outputs(tmp_path):
     data = [
-        dict(r, target="<Analysis>\nok\n</Analysis>\n<Result>Response 1 is better than Response 2</Result>")
+        r.with_target("<Analysis>\nok\n</Analysis>\n<Result>Response 1 is better than Response 2</Result>")
         for r in rows(tmp_path, 4)
-        if r["task"] == "response"
+        if r.task == "response"
     ]
     cfg = LoopConfig(
         recipe="sft",
@@ -91,9 +91,9 @@ def test_sft_lora_export_merges_and_reloads_with_equal_outputs(tmp_path):
 
 def test_resume_in_one_process_continues_from_the_checkpoint(tmp_path):
     data = [
-        dict(r, target="<Analysis>\nok\n</Analysis>\n<Result>Response 2 is better than Response 1</Result>")
+        r.with_target("<Analysis>\nok\n</Analysis>\n<Result>Response 2 is better than Response 1</Result>")
         for r in rows(tmp_path, 6)
-        if r["task"] == "response"
+        if r.task == "response"
     ]
     base = dict(
         recipe="sft",
@@ -124,15 +124,17 @@ def test_resume_in_one_process_continues_from_the_checkpoint(tmp_path):
 def test_grpo_skips_and_counts_prompts_over_the_limit(tmp_path):
     """One over-long prompt never kills a GRPO run (it used to raise, and a restart failed again on the same
     batch): its rows are skipped and counted as `too_long`; a step whose every prompt is too long still runs."""
-    from reflectrm.data.reflection import training_messages
-    from reflectrm.training.trainer import summarize_metrics
+    import dataclasses
+
+    from reflectrm.records import Message
+    from reflectrm.training.run_log import summarize_metrics
 
     data = rows(tmp_path, 4)
-    pair = json.loads(data[0]["pair"])
-    pair["context"][-1]["content"] += " and more" * 400
-    data[0] = {**data[0], "pair": json.dumps(pair)}
+    pair = data[0].pair
+    long = pair.context[:-1] + (Message("user", pair.context[-1].content + " and more" * 400),)
+    data[0] = dataclasses.replace(data[0], pair=dataclasses.replace(pair, context=long))
     engine = HFEngine.from_config(ModelConfig(name="tiny-random"))
-    lengths = [engine.count_tokens(training_messages(r)) for r in data]
+    lengths = [engine.count_tokens(r.messages()) for r in data]
     limit = max(lengths[1:]) + 1
     assert lengths[0] > limit
     order = [data[0], data[1], data[0], data[2]]  # steps 1 and 2: one prompt of two too long
@@ -158,7 +160,7 @@ def test_a_token_budget_splits_micro_batches_with_the_same_gradients(tmp_path):
     """trainer.micro_batch_tokens: memory follows sequence length. Splitting an SFT step's micro-batch to one
     sequence at a time (a budget of 1 token) gives the same loss and gradient norm as one micro-batch."""
     data = [
-        dict(r, target="<Analysis>\nok\n</Analysis>\n<Result>Response 1 is better</Result>") for r in rows(tmp_path, 4)
+        r.with_target("<Analysis>\nok\n</Analysis>\n<Result>Response 1 is better</Result>") for r in rows(tmp_path, 4)
     ]
     runs = {}
     for budget in (0, 1):

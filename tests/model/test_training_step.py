@@ -6,12 +6,11 @@ import pytest
 import torch
 
 from reflectrm.config import ModelConfig
-from reflectrm.data.loaders import pair_to_row
-from reflectrm.data.reflection import preference_row, training_messages
+from reflectrm.data.items import TrainingItem
 from reflectrm.engines.hf import HFEngine
 from reflectrm.prompts import render_judgment
-from reflectrm.training.step import (
-    GRPOConfig,
+from reflectrm.training.config import GRPOConfig
+from reflectrm.training.policy import (
     Rollouts,
     grpo_loss_on,
     policy_batch,
@@ -29,7 +28,7 @@ def engine():
 
 
 def row():
-    return preference_row(pair_to_row(PAIR))
+    return TrainingItem.preference(PAIR)
 
 
 def test_a_rollout_tokenises_each_prompt_once_and_on_the_given_model(engine, monkeypatch):
@@ -41,7 +40,7 @@ def test_a_rollout_tokenises_each_prompt_once_and_on_the_given_model(engine, mon
     assert engine.with_model(copy).model is copy and engine.model is not copy  # the engine itself is left as it was
     r = rollout(policy, [row(), row()], GRPOConfig(n=2, max_new_tokens=4), seed=1)
     assert len(calls) == 2  # one tokenisation per prompt (inside generate); the loss reuses Generation.prompt_ids
-    assert r.prompt_ids[0] == encode(training_messages(row()))
+    assert r.prompt_ids[0] == encode(row().messages())
 
 
 def test_rollouts_are_graded_by_the_parser(engine):
@@ -63,7 +62,7 @@ def test_a_grpo_step_raises_the_advantaged_completion(engine):
     completion gains on the other (they share most tokens, so only the gap is a clean signal)."""
     model = engine.model
     tok = engine.tokenizer
-    prompt = engine.encode(training_messages(row()))
+    prompt = engine.encode(row().messages())
     good = tok(render_judgment("fine", 1), add_special_tokens=False)["input_ids"]
     bad = tok(render_judgment("poor", 2), add_special_tokens=False)["input_ids"]
     rollouts = Rollouts(
@@ -90,7 +89,7 @@ def sequence_logp(model, batch):
 
 def test_kl_term_with_a_frozen_reference(engine):
     tok = engine.tokenizer
-    prompt = engine.encode(training_messages(row()))
+    prompt = engine.encode(row().messages())
     comp = tok(render_judgment("x", 1), add_special_tokens=False)["input_ids"]
     rollouts = Rollouts(
         [prompt, prompt], [comp, comp[:5]], torch.tensor([1.0, -1.0]), [True, False], [True, False], ["response"] * 2
@@ -103,7 +102,7 @@ def test_kl_term_with_a_frozen_reference(engine):
 
 def test_sft_loss_falls_on_target_tokens_only(engine):
     tok = engine.tokenizer
-    prompt = engine.encode(training_messages(row()))
+    prompt = engine.encode(row().messages())
     target = tok(render_judgment("ok", 1), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     loss = sft_loss_on(engine.model, [prompt], [target], tok.pad_token_id)
     # the same loss by hand: mean NLL of the target tokens given everything before them

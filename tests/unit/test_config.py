@@ -108,3 +108,21 @@ def test_a_named_section_given_as_a_string_in_any_mapping():
 
     cfg = from_dict(ScoreConfig, {"model": "tiny-random", "judge": {"n": 2}})
     assert cfg.model.name == "tiny-random" and cfg.model.engine == "auto" and cfg.judge.n == 2
+
+
+def test_dotted_settings_stand_anywhere_among_a_jobs_flags():
+    from jobs.common import parse_job_config
+    from jobs.ray_training import TrainConfig
+
+    argv = ["max_steps=2", "--config", "jobs/configs/grpo.yaml", "seed=3", "--verbose", "trainer.num_workers=2"]
+    cfg = parse_job_config(TrainConfig, argv, "")
+    assert (cfg.max_steps, cfg.seed, cfg.trainer.num_workers, cfg.ray.verbose) == (2, 3, 2, True)
+    assert cfg.recipe == "grpo"  # the --config between the settings was read, and the settings applied on it
+
+
+def test_a_flag_value_that_looks_like_a_setting_stays_the_flags():
+    from reflectrm.cli import build_parser
+
+    parser, _ = build_parser()
+    args = parser.parse_args(["judge", "--prompt", "x=1", "judge.n=2", "--response-1", "a", "--response-2", "b"])
+    assert args.prompt == "x=1" and args.overrides == ["judge.n=2"]

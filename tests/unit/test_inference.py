@@ -340,3 +340,17 @@ def test_choice_split_handles_a_tokenizer_that_splits_off_the_space():
     assert choice_split(Chars(), (" 1", " 2")) == ([ord(" ")], [ord("1"), ord("2")])
     with pytest.raises(ValueError, match="cannot be told apart"):
         choice_split(Chars(), (" 1", " 1"))
+
+
+def pair(pid: str, prompt: str = "Say hi.", r1: str = "hi", r2: str = "HI", label: int = 1) -> PreferencePair:
+    return PreferencePair(pid, (Message("user", prompt),), r1, r2, label)
+
+
+def test_both_orders_draw_their_own_seeds():
+    engine = FakeEngine(lambda req, k: judgment(1))
+    p = pair("p", r1="alpha", r2="beta")
+    Judge(engine, JudgeConfig(n=2)).judge([p, p.swapped()], "majority")
+    given, swapped = (r.params.seed for r in engine.calls[0])
+    assert given != swapped
+    Judge(engine, JudgeConfig(n=2)).judge([p], "majority")
+    assert engine.calls[-1][0].params.seed == given  # and each order's seed is still reproducible

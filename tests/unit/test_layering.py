@@ -24,6 +24,7 @@ LAYERS = (
         "reflectrm.rewards",
         "reflectrm.metrics",
         "reflectrm.ranking",
+        "reflectrm.seeds",
     ),
     ("reflectrm.prompts", "reflectrm.parsing", "reflectrm.protocols", "reflectrm.requests"),
     ("reflectrm.models", "reflectrm.engines.base"),
@@ -161,3 +162,28 @@ def test_jobs_and_serve_modules_stay_small():
         if (n := len(p.read_text().splitlines())) > limit
     ]
     assert long == []
+
+
+LIBRARY_LINES = 400  # a library module over this does more than one job: split it by concern
+
+
+def test_library_modules_stay_small():
+    long = [
+        f"{p.relative_to(ROOT)}: {n}"
+        for p in LIBRARY.rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > LIBRARY_LINES
+    ]
+    assert long == []
+
+
+def test_the_training_loop_and_steps_take_few_parameters():
+    """The worker bundles engine, strategy, reference and rollout engine, so nothing threads them one by one."""
+    wide = []
+    for name in ("trainer", "step"):
+        path = LIBRARY / "training" / f"{name}.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+                count = len(node.args.args) + len(node.args.kwonlyargs)
+                if count > 5:
+                    wide.append(f"{name}.{node.name}: {count}")
+    assert wide == []

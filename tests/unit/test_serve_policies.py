@@ -15,7 +15,7 @@ from reflectrm.engines.fake import FakeEngine
 from reflectrm.records import Message, PreferencePair
 from serve.app import build_app, stage_options
 from serve.http import ApiError, check_text
-from serve.routing import ROUTER, affinity_order, pair_key
+from serve.routing import ROUTER, affinity_key, affinity_order
 from serve.schemas import ServeArgs
 
 
@@ -35,8 +35,8 @@ def test_affinity_is_stable_per_key_spread_over_keys_and_moves_only_a_lost_repli
 
 def test_a_pair_has_one_key_in_either_order_and_another_pair_another():
     pair = PreferencePair("x", (Message("user", "Say hi."),), "hi", "HELLO")
-    assert pair_key(pair) == pair_key(pair.swapped())
-    assert pair_key(pair) != pair_key(PreferencePair("x", (Message("user", "Say hi!"),), "hi", "HELLO"))
+    assert affinity_key(pair) == affinity_key(pair.swapped())
+    assert affinity_key(pair) != affinity_key(PreferencePair("x", (Message("user", "Say hi!"),), "hi", "HELLO"))
 
 
 def test_engine_deployments_route_by_affinity_with_bounded_queues():

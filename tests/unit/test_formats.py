@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from reflectrm.data.loaders import BadRowError, EmptyDatasetError, load_pairs, parse_dataset_spec, write_pairs
+from reflectrm.data.codec import write_pairs
+from reflectrm.data.files import BadRowError, EmptyDatasetError
+from reflectrm.data.formats import load_pairs, parse_dataset_spec
 from reflectrm.data.synthetic import CHECKS, complies, synthetic_pairs
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"

@@ -1,32 +1,33 @@
 """Building ReflectRM's training mix (method.md §2), as pure steps the build_data job distributes.
 
 1. `sample_and_grade`: the model samples N judgments per pair (temperature 1.0); each is graded
-   against the gold label. One row per pair comes out (the per-batch work of a Ray Data actor).
-2. `PartStore`: those rows are written as Parquet parts, atomically, as they arrive; a re-run
-   reads the ids already written and skips them, so a crash loses at most one batch of work.
+   against the gold label. One row per pair comes out (the per-batch work of a Ray Data actor), with
+   the pair and its graded judgments as Arrow structs (`graded_schema`), never JSON text.
+2. The rows go to a result store (reflectrm.data.store) as they arrive.
 3. `build_sets`: drop easy items (all N correct); the preference set is the rest; the reflection
    set has ONE (correct, wrong) analysis pair per item with mixed outcomes, in random order;
-   mix the two at the configured ratio (default 4:1).
+   mix the two at the configured ratio (default 4:1). The sets are `TrainingItem`s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import random
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from reflectrm.config import JudgeConfig, PromptConfig
-from reflectrm.data.loaders import load_pairs, pair_from_row, pair_to_row
+from reflectrm.data.codec import pair_from_row, pair_to_row, pair_type
+from reflectrm.data.items import Critique, TrainingItem
 from reflectrm.engines.base import Engine, generate_each
-from reflectrm.inference import Steps, derive_seed, to_judgment
+from reflectrm.inference import Steps, to_judgment
 from reflectrm.prompts import reflection_prompt, response_prompt
-from reflectrm.records import Message, PreferencePair
+from reflectrm.records import PreferencePair
+from reflectrm.seeds import derive_seed
+
+# The layout of graded rows (2: the pair and its judgments as Arrow structs, not JSON text). It is part of
+# build_data's result settings, so a resume over parts of another layout stops and names it.
+ROWS_VERSION = 2
 
 # --------------------------------------------------------------------------- 1. sample and grade
 
@@ -88,8 +89,8 @@ def sample_and_grade(
         rows.append(
             {
                 "id": pair.id,
-                "pair": json.dumps(pair_to_row(pair)),
-                "judgments": json.dumps(graded),
+                "pair": pair_to_row(pair),
+                "judgments": graded,
                 "n_correct": sum(g["correct"] for g in graded),
                 "n_valid": sum(g["valid"] for g in graded),
                 "n": len(graded),
@@ -101,91 +102,26 @@ def sample_and_grade(
     return rows
 
 
-# --------------------------------------------------------------------------- 2. resumable parts
+def graded_schema() -> Any:
+    """The Arrow schema of sample_and_grade's rows (the pair and its judgments as structs)."""
+    import pyarrow as pa
 
-
-class SettingsMismatch(ValueError):
-    """A resume into a folder whose rows were made with other settings (it would mix them)."""
-
-
-def _flat(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out |= _flat(v, f"{prefix}.{k}" if prefix else str(k))
-    return out
-
-
-class PartStore:
-    """A folder of Parquet parts with one row per id; written atomically, read back deduplicated.
-
-    `settings` (reflectrm.config.result_settings): what made the rows. The folder records them in
-    settings.json with their fingerprint; a later store over the same folder with other settings
-    raises SettingsMismatch naming what differs, unless `fresh` (then the old parts go)."""
-
-    def __init__(self, folder: str | Path, settings: dict[str, Any] | None = None, fresh: bool = False):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        if settings is not None:
-            self._check(json.loads(json.dumps(settings)), fresh)
-
-    def _check(self, settings: dict[str, Any], fresh: bool) -> None:
-        record = self.folder / "settings.json"
-        parts = self.parts()
-        if fresh:
-            for p in parts:
-                p.unlink()
-        elif parts:
-            old = json.loads(record.read_text())["settings"] if record.is_file() else None
-            if old is None:
-                raise SettingsMismatch(
-                    f"{self.folder} holds results with no record of their settings (made by an older version), "
-                    "so a resume could mix settings: add --fresh (fresh=true) to start afresh, or choose another output"
-                )
-            was, now = _flat(old), _flat(settings)
-            differ = [
-                f"{k}: {was.get(k)!r} -> {now.get(k)!r}"
-                for k in sorted(set(was) | set(now))
-                if was.get(k) != now.get(k)
-            ]
-            if differ:
-                raise SettingsMismatch(
-                    f"{self.folder} holds {len(parts)} parts made with other settings ({'; '.join(differ)}); "
-                    "resuming would mix them: add --fresh (fresh=true) to start afresh, or choose another output"
-                )
-        fingerprint = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
-        record.write_text(json.dumps({"fingerprint": fingerprint, "settings": settings}, indent=2))
-
-    def parts(self) -> list[Path]:
-        return sorted(self.folder.glob("part-*.parquet"))
-
-    def done_ids(self) -> set[str]:
-        import pyarrow.parquet as pq
-
-        return {i for p in self.parts() for i in pq.read_table(p, columns=["id"]).column("id").to_pylist()}
-
-    def write(self, rows: list[dict[str, Any]]) -> Path | None:
-        if not rows:
-            return None
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        name = f"part-{len(self.parts()):06d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.folder / f".{name}.tmp"
-        pq.write_table(pa.Table.from_pylist(rows), tmp)
-        os.replace(tmp, self.folder / name)  # a part is either whole or absent
-        return self.folder / name
-
-    def read_all(self) -> list[dict[str, Any]]:
-        """Every row once (first part wins), in id order, so the result never depends on timing."""
-        import pyarrow.parquet as pq
-
-        seen: dict[str, dict[str, Any]] = {}
-        for p in self.parts():
-            for row in pq.read_table(p).to_pylist():
-                seen.setdefault(row["id"], row)
-        return [seen[k] for k in sorted(seen)]
+    judgment = pa.struct(
+        [
+            ("analysis", pa.string()),
+            ("verdict", pa.int64()),
+            ("valid", pa.bool_()),
+            ("correct", pa.bool_()),
+            ("confidence", pa.float64()),
+            ("tokens", pa.int64()),
+        ]
+    )
+    ints = ("n_correct", "n_valid", "n", "completion_tokens", "prompt_tokens")
+    return pa.schema(
+        [("id", pa.string()), ("pair", pair_type()), ("judgments", pa.list_(judgment))]
+        + [(k, pa.int64()) for k in ints]
+        + [("too_long", pa.string())]
+    )
 
 
 # --------------------------------------------------------------------------- 3. the sets and the mix
@@ -219,20 +155,9 @@ class BuildCounts:
     note: str = ""  # what the user should know about the mix (it is not the asked ratio, or has one kind only)
 
 
-def preference_row(pair_row: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "id": f"pref:{pair_row['id']}",
-        "task": "response",
-        "label": pair_row["label"],
-        "pair": json.dumps(pair_row),
-        "critique_1": None,
-        "critique_2": None,
-    }
-
-
 def build_sets(
     rows: Iterable[dict[str, Any]], ratio: str = "4:1", seed: int = 0
-) -> tuple[list[dict], list[dict], list[dict], BuildCounts]:
+) -> tuple[list[TrainingItem], list[TrainingItem], list[TrainingItem], BuildCounts]:
     """(preference rows, reflection rows, mixed rows, counts) from graded rows (see sample_and_grade)."""
     a, b = parse_ratio(ratio)
     counts = BuildCounts()
@@ -242,14 +167,14 @@ def build_sets(
         if row.get("too_long"):  # never sampled: its judge or reflection prompt is over the token limit
             counts.too_long += 1
             continue
-        graded = json.loads(row["judgments"])
+        graded = row["judgments"]
         counts.judgments += len(graded)
         counts.invalid_judgments += sum(not g["valid"] for g in graded)
         if all(g["correct"] for g in graded):
             counts.easy_dropped += 1
             continue
-        pair_row = json.loads(row["pair"])
-        pref.append(preference_row(pair_row))
+        pair = pair_from_row(row["pair"])
+        pref.append(TrainingItem.preference(pair))
         right = [g for g in graded if g["valid"] and g["correct"]]
         wrong = [g for g in graded if g["valid"] and not g["correct"]]
         if not right:
@@ -260,16 +185,8 @@ def build_sets(
             good, bad = rng.choice(right), rng.choice(wrong)
             good_first = rng.random() < 0.5
             c1, c2 = (good, bad) if good_first else (bad, good)
-            refl.append(
-                {
-                    "id": f"refl:{row['id']}",
-                    "task": "critique",
-                    "label": 1 if good_first else 2,
-                    "pair": json.dumps(pair_row),
-                    "critique_1": json.dumps({"analysis": c1["analysis"], "verdict": c1["verdict"]}),
-                    "critique_2": json.dumps({"analysis": c2["analysis"], "verdict": c2["verdict"]}),
-                }
-            )
+            critiques = [Critique(c["analysis"], c["verdict"]) for c in (c1, c2)]
+            refl.append(TrainingItem.reflection(pair, *critiques, label=1 if good_first else 2))
     counts.preference_available, counts.reflection_available = len(pref), len(refl)
     rng = random.Random(derive_seed(seed, "mix"))
     if b == 0:
@@ -293,36 +210,3 @@ def build_sets(
     rng.shuffle(mix)
     counts.preference, counts.reflection, counts.mix = n_pref, n_refl, len(mix)
     return pref, refl, mix, counts
-
-
-def training_messages(row: dict[str, Any], prompt_cfg: PromptConfig = PromptConfig()) -> tuple[Message, ...]:
-    """The prompt of one mixed row, rendered by THE templates (the same as at inference)."""
-    pair_row = json.loads(row["pair"]) if isinstance(row["pair"], str) else row["pair"]
-    pair = pair_from_row(pair_row)
-    if row["task"] == "response":
-        return response_prompt(pair, prompt_cfg)
-    c1, c2 = (json.loads(row[k]) for k in ("critique_1", "critique_2"))
-    return reflection_prompt(pair, (c1["analysis"], c1["verdict"]), (c2["analysis"], c2["verdict"]), prompt_cfg)
-
-
-def load_source(
-    fmt: str, path: str, limit: int | None, on_bad_row: str, seed: int
-) -> tuple[list[PreferencePair], dict[str, Any]]:
-    """A job's input pairs: a loader format and path, or `synthetic` with `path` = the number of pairs."""
-    if fmt == "synthetic":
-        from reflectrm.data.synthetic import synthetic_pairs
-
-        n = int(path) if str(path).isdigit() else 0
-        if n < 1:
-            raise ValueError(f"data.format=synthetic needs data.path=N (how many pairs), got {path!r}")
-        pairs = synthetic_pairs(n if limit is None else min(n, limit), seed=seed)
-        return pairs, {
-            "source": f"synthetic:{n}",
-            "format": "synthetic",
-            "rows_read": len(pairs),
-            "bad_rows": 0,
-            "ties_dropped": 0,
-            "pairs": len(pairs),
-        }
-    pairs, stats = load_pairs(fmt, path, on_bad_row=on_bad_row, limit=limit, seed=seed)  # type: ignore[arg-type]
-    return pairs, stats.to_dict()

@@ -8,10 +8,10 @@ import pytest
 
 from jobs.common import parse_job_config
 from jobs.ray_training import TrainConfig, latest_checkpoint
-from reflectrm.training.data import TrainingDataError
-from reflectrm.training.data import load_rows as load_training_rows
-from reflectrm.training.strategies import OptimConfig
-from reflectrm.training.trainer import LoopConfig, TrainerConfig
+from reflectrm.config import ConfigError
+from reflectrm.records import Message
+from reflectrm.training.config import LoopConfig, OptimConfig, TrainerConfig
+from reflectrm.training.data import TrainingDataError, load_items
 from tests.helpers import write_toy_mix
 
 
@@ -20,7 +20,7 @@ def cfg(*overrides: str) -> TrainConfig:
 
 
 def load_rows(c: TrainConfig):
-    train, held, _ = load_training_rows(c.recipe, c.data, c.seed)
+    train, held, _ = load_items(c.recipe, c.data, c.seed)
     return train, held
 
 
@@ -82,20 +82,20 @@ def test_grad_accum_and_warmup():
 def test_rows_hold_out_preference_items_and_rft_drops_reflection(tmp_path):
     mix = write_toy_mix(tmp_path / "mix.parquet", 10)
     train, held = load_rows(cfg(f"data.path={mix}", "data.held_out=3"))
-    assert len(held) == 3 and all(r["task"] == "response" for r in held)
-    assert not {r["id"] for r in held} & {r["id"] for r in train} and len(train) == 17
-    assert {r["task"] for r in train} == {"response", "critique"}
+    assert len(held) == 3 and all(r.task == "response" for r in held)
+    assert not {r.id for r in held} & {r.id for r in train} and len(train) == 17
+    assert {r.task for r in train} == {"response", "critique"}
     rft_train, _ = load_rows(cfg("--config", "jobs/configs/rft.yaml", f"data.path={mix}", "data.held_out=3"))
-    assert {r["task"] for r in rft_train} == {"response"} and len(rft_train) == 7
+    assert {r.task for r in rft_train} == {"response"} and len(rft_train) == 7
     again, _ = load_rows(cfg(f"data.path={mix}", "data.held_out=3"))
-    assert [r["id"] for r in again] == [r["id"] for r in train]  # the same order every run (resumption relies on it)
+    assert [r.id for r in again] == [r.id for r in train]  # the same order every run (resumption relies on it)
 
 
 def test_sft_rows_carry_targets_and_bad_data_names_the_fix(tmp_path):
     train, _ = load_rows(
         parse_job_config(TrainConfig, ["--config", "jobs/configs/sft.yaml", "data.path=12", "data.held_out=2"], "")
     )
-    assert len(train) == 10 and all(r["target"].startswith("<Analysis>") and "<Result>" in r["target"] for r in train)
+    assert len(train) == 10 and all(r.target.startswith("<Analysis>") and "<Result>" in r.target for r in train)
     with pytest.raises(TrainingDataError, match="no such file.*jobs.build_data"):
         load_rows(cfg("data.path=/nonexistent/mix.parquet"))
     mix = write_toy_mix(tmp_path / "mix.parquet", 4)
@@ -115,7 +115,7 @@ def test_latest_checkpoint_skips_incomplete_ones(tmp_path):
 
 
 def test_micro_batches_follow_the_token_budget():
-    from reflectrm.training.trainer import micro_batches
+    from reflectrm.training.policy import micro_batches
 
     assert micro_batches([10] * 5, 2) == [[0, 1], [2, 3], [4]]  # no budget: by count only
     assert micro_batches([100, 100, 900, 50, 50], 8, 1000) == [[0, 1], [2], [3, 4]]  # padded size <= 1000
@@ -126,7 +126,6 @@ def test_micro_batches_follow_the_token_budget():
 
 
 def test_the_rollout_engine_setting(monkeypatch):
-    from reflectrm.config import ConfigError
     from reflectrm.engines import vllm as vllm_mod
     from reflectrm.training.rollout_engine import choose_rollout_engine
 
@@ -144,3 +143,29 @@ def test_the_rollout_engine_setting(monkeypatch):
     assert choose_rollout_engine("auto", "cuda") == "hf"
     with pytest.raises(ConfigError, match="needs the vllm package"):
         choose_rollout_engine("vllm", "cpu")
+
+
+def test_qwen3_paper_config_and_the_thinking_switch():
+    from jobs.common import parse_job_config
+    from jobs.ray_training import TrainConfig
+    from reflectrm.models import load_tokenizer, render_chat, resolve_model
+
+    cfg = parse_job_config(TrainConfig, ["--config", "jobs/configs/paper_qwen3_4b.yaml"], "")
+    assert cfg.model.enable_thinking is False and cfg.prompt.suffix == "/no_think"
+    assert (cfg.grpo.n, cfg.grpo.max_new_tokens, cfg.grpo.kl_coef, cfg.grpo.clip, cfg.optim.lr, cfg.epochs) == (
+        8,
+        1024,
+        0.001,
+        0.2,
+        1e-6,
+        3,
+    )
+    assert cfg.trainer.num_workers * cfg.trainer.prompts_per_worker == 64
+    tok = load_tokenizer(resolve_model("tiny-random"))
+    tok.chat_template = (  # Qwen3's switch, reduced to what matters here
+        "{% for m in messages %}{{ m.content }}{% endfor %}"
+        "{% if enable_thinking is defined and not enable_thinking %}<think></think>{% endif %}"
+    )
+    messages = (Message("user", "hi"),)
+    assert render_chat(tok, messages, False).endswith("<think></think>")
+    assert "<think>" not in render_chat(tok, messages)  # None: the template's own default

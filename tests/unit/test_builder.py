@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from reflectrm.config import JudgeConfig
-from reflectrm.data.reflection import PartStore, build_sets, parse_ratio, sample_and_grade, training_messages
+from reflectrm.data.builder import build_sets, parse_ratio, sample_and_grade
+from reflectrm.data.codec import pair_to_row
 from reflectrm.engines.fake import FakeEngine, completion
 from reflectrm.parsing import parse_output
 from reflectrm.records import Message, PreferencePair
@@ -48,7 +47,7 @@ def test_grading_counts_per_item():
     rows = {r["id"]: r for r in graded_rows()}
     assert rows["mixed-a"]["n_correct"] == 1 and rows["mixed-a"]["n_valid"] == 3 and rows["mixed-a"]["n"] == 4
     assert rows["easy-a"]["n_correct"] == 4 and rows["invalid"]["n_valid"] == 0
-    g = json.loads(rows["mixed-b"]["judgments"])
+    g = rows["mixed-b"]["judgments"]
     assert [x["correct"] for x in g] == [False, True, True, True] and g[1]["analysis"] == "mixed-b analysis 1"
 
 
@@ -56,24 +55,24 @@ def test_drop_easy_pair_and_mix_exact_counts():
     pref, refl, mix, c = build_sets(graded_rows(), "4:1", seed=0)
     assert (c.items, c.easy_dropped, c.mixed, c.all_wrong) == (9, 2, 3, 3)
     assert (c.judgments, c.invalid_judgments) == (36, 10)
-    assert len(pref) == 7 and {r["id"] for r in pref} == {f"pref:{k}" for k in PLAN if not k.startswith("easy")}
-    assert {r["id"] for r in refl} == {"refl:mixed-a", "refl:mixed-b", "refl:mixed-c"}
+    assert len(pref) == 7 and {r.id for r in pref} == {f"pref:{k}" for k in PLAN if not k.startswith("easy")}
+    assert {r.id for r in refl} == {"refl:mixed-a", "refl:mixed-b", "refl:mixed-c"}
     assert (c.reflection, c.preference, c.mix) == (1, 4, 5)  # 7 preference items balance 1 reflection item at 4:1
-    assert sum(r["task"] == "critique" for r in mix) == 1 and sum(r["task"] == "response" for r in mix) == 4
+    assert sum(r.task == "critique" for r in mix) == 1 and sum(r.task == "response" for r in mix) == 4
 
 
 def test_reflection_items_pair_a_right_and_a_wrong_analysis():
     _, refl, _, _ = build_sets(graded_rows(), "1:1", seed=0)
     labels = []
     for row in refl:
-        c1, c2 = json.loads(row["critique_1"]), json.loads(row["critique_2"])
-        good, bad = (c1, c2) if row["label"] == 1 else (c2, c1)
-        assert good["verdict"] == 1 and bad["verdict"] == 2  # gold is 1 for every pair here
-        labels.append(row["label"])
-        msgs = training_messages(row)
-        assert "## Critiques for Judgment" in msgs[-1].content and good["analysis"] in msgs[-1].content
+        c1, c2 = row.critiques
+        good, bad = (c1, c2) if row.label == 1 else (c2, c1)
+        assert good.verdict == 1 and bad.verdict == 2  # gold is 1 for every pair here
+        labels.append(row.label)
+        msgs = row.messages()
+        assert "## Critiques for Judgment" in msgs[-1].content and good.analysis in msgs[-1].content
     many = [build_sets(graded_rows(), "1:1", seed=s)[1] for s in range(8)]
-    assert {r["label"] for rs in many for r in rs} == {1, 2}  # random order
+    assert {r.label for rs in many for r in rs} == {1, 2}  # random order
 
 
 def test_ratios():
@@ -90,27 +89,12 @@ def test_ratios():
 
 def test_preference_rows_render_the_judge_prompt():
     pref, _, _, _ = build_sets(graded_rows(), "1:0")
-    msgs = training_messages(pref[0])
+    msgs = pref[0].messages()
     assert "## Responses for Judgment" in msgs[-1].content and "## Critiques" not in msgs[-1].content
     assert (
         parse_output("<Analysis>x</Analysis><Result>Response 1 is better than Response 2</Result>").verdict
-        == pref[0]["label"]
+        == pref[0].label
     )
-
-
-def test_part_store_resume_never_duplicates(tmp_path):
-    store = PartStore(tmp_path / "parts")
-    rows = graded_rows()
-    store.write(rows[:4])
-    # a crash here; the re-run skips what was written and does the rest
-    assert store.done_ids() == {r["id"] for r in rows[:4]}
-    todo = [r for r in rows if r["id"] not in store.done_ids()]
-    store.write(todo)
-    store.write(rows[2:3])  # even a part written twice (a retried batch) is read back once
-    back = store.read_all()
-    assert sorted(r["id"] for r in back) == sorted(r["id"] for r in rows)
-    assert build_sets(back, "4:1")[3] == build_sets(rows, "4:1")[3]
-    assert not list((tmp_path / "parts").glob(".*.tmp"))
 
 
 def test_synthetic_target_judgments_parse_to_the_gold_label():
@@ -137,3 +121,61 @@ def test_synthetic_target_judgments_parse_to_the_gold_label():
         "json",
         "arithmetic",
     }
+
+
+def pair(pid: str, prompt: str = "Say hi.", r1: str = "hi", r2: str = "HI", label: int = 1) -> PreferencePair:
+    return PreferencePair(pid, (Message("user", prompt),), r1, r2, label)
+
+
+def engine_prompt(p: PreferencePair):
+    from reflectrm.prompts import response_prompt
+
+    return response_prompt(p)
+
+
+def graded(pid: str, verdicts: list[int]) -> dict:
+    p = pair(pid)
+    gs = [
+        {"analysis": f"a{k}", "verdict": v, "valid": True, "correct": v == 1, "confidence": -1.0, "tokens": 3}
+        for k, v in enumerate(verdicts)
+    ]
+    return {"id": pid, "pair": pair_to_row(p), "judgments": gs}
+
+
+def test_build_data_skips_and_counts_over_long_items_instead_of_crashing():
+    cfg = JudgeConfig(n=4, max_new_tokens=64)
+    engine = FakeEngine(lambda req, k: judgment(1 if k % 2 else 2))
+    short = pair("short")
+    fits = engine.count_tokens(engine_prompt(short))
+    engine.max_prompt_tokens = fits + 200  # the judge prompt fits; a reflection prompt adds 2 x 64 + its frame
+    long_judge = pair("long-judge", prompt="word " * 400)
+    # the judge prompt fits, but two analyses at the 64-token budget push the reflection prompt over
+    long_reflection = pair("long-reflection", r1="w " * 60, r2="w " * 60)
+    rows = {r["id"]: r for r in sample_and_grade(engine, [short, long_judge, long_reflection], cfg)}
+    assert rows["short"]["too_long"] == "" and rows["short"]["n"] == 4
+    assert rows["long-judge"]["too_long"] == "judge" and rows["long-judge"]["n"] == 0
+    assert rows["long-reflection"]["too_long"] == "reflection" and rows["long-reflection"]["n"] == 0
+    pref, refl, mix, counts = build_sets(rows.values(), "4:1")
+    assert counts.too_long == 2 and counts.items == 3
+    assert {r.id for r in pref} == {"pref:short"} and {r.id for r in refl} == {"refl:short"}
+
+
+def test_without_a_limit_nothing_is_skipped():
+    engine = FakeEngine(lambda req, k: judgment(1))
+    (row,) = sample_and_grade(engine, [pair("x", prompt="word " * 400)], JudgeConfig(n=2))
+    assert row["too_long"] == "" and row["n"] == 2
+
+
+def test_no_reflection_items_the_mix_is_the_preference_items_and_says_so():
+    rows = [graded(f"w{i}", [2, 2]) for i in range(3)]  # all wrong: preference items, nothing to pair
+    pref, refl, mix, c = build_sets(rows, "4:1")
+    assert (len(pref), len(refl), len(mix)) == (3, 0, 3) and "preference items only" in c.note
+
+
+def test_fewer_preference_items_than_the_ratio_keeps_one_of_each():
+    rows = [graded("m0", [1, 2]), graded("w0", [2, 2]), graded("w1", [2, 2])]  # 3 preference, 1 reflection
+    _, _, mix, c = build_sets(rows, "4:1")
+    tasks = [r.task for r in mix]
+    assert tasks.count("critique") == 1 and tasks.count("response") == 3 and "not 4:1" in c.note
+    _, _, mix, c = build_sets([graded("m0", [1, 2])], "4:1")  # one item, both kinds
+    assert sorted(r.task for r in mix) == ["critique", "response"]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from reflectrm.evaluation import evaluate_rows, load_dataset, metrics_for, run_modes, source_of
+from reflectrm.evaluation import check_budget, evaluate_rows, load_dataset, metrics_for, run_modes, source_of
 from reflectrm.metrics import section_weighted
 
 
@@ -116,3 +116,12 @@ def test_heldout_synthetic_pairs_top_up_to_the_asked_number():
     assert dropped >= 1 and len(plain) == 32 - dropped  # this seed does collide with training
     assert len(topped) == 32 and topped[: len(plain)] == plain and dropped_too >= dropped
     assert overlap(topped, *(synthetic_pairs(n, seed=s) for s, n in draws.items())) == 0
+
+
+def test_a_trained_model_is_never_evaluated_below_its_training_budget(tmp_path):
+    (tmp_path / "training.json").write_text(json.dumps({"recipe": "grpo", "max_new_tokens": 96}))
+    check_budget(str(tmp_path), 96)
+    check_budget(str(tmp_path), 256)
+    check_budget("tiny-random", 8)  # an alias or a base model has no record
+    with pytest.raises(ValueError, match=r"judge\.max_new_tokens=96 or more"):
+        check_budget(str(tmp_path), 64)
