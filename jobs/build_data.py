@@ -7,7 +7,7 @@
 read pairs -> sample judge.n judgments per pair (an actor pool holding the engine) -> grade against
 the gold label -> written as Parquet parts as they stream in (a re-run skips finished ids) -> drop
 easy items -> preference set + reflection set -> mix at the ratio -> pref/refl/mix.parquet + stats.json.
-The pipeline: jobs/ray_building.py; the sets: reflectrm/data/reflection.py.
+The pipeline: jobs/ray_building.py; the sets: reflectrm/data/builder.py.
 """
 
 from __future__ import annotations

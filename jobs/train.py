@@ -14,7 +14,7 @@ recipes (jobs/configs/{grpo,rft,sft}.yaml):
 Outputs in `output`: config.json, metrics.jsonl (one line per step), events.jsonl, curves.png,
 summary.json, final/ (the merged HF export, plus adapter/ for LoRA) and ray/ (Ray Train's
 checkpoints). Re-running the same command resumes from the latest checkpoint. With several nodes,
-`output` must be storage every node sees. Every setting: reflectrm/training/trainer.py (LoopConfig,
+`output` must be storage every node sees. Every setting: reflectrm/training/config.py (LoopConfig,
 TrainerConfig) and jobs/ray_training.py (TrainConfig = LoopConfig + data, ray, output).
 """
 

@@ -94,7 +94,11 @@ class VLLMRollouts:
     """A vLLM engine of the policy, held by one training worker. `engine` is a VLLMEngine (the engine
     Protocol); `sync(state, step)` loads new weights into it."""
 
-    def __init__(self, model: ModelConfig, vcfg: VLLMConfig, device: str, sleep: bool = True):
+    def __init__(
+        self, model: ModelConfig, vcfg: VLLMConfig, device: str, sleep: bool = True, engine: Any | None = None
+    ):
+        """`engine`: a running VLLMEngine of the same model to load the weights into (tests share one);
+        closing this leaves it running. Else one is started with these settings."""
         from reflectrm.engines.vllm import VLLMEngine, core_ranges, cpu_cores
 
         on_gpu = device.startswith("cuda")
@@ -110,10 +114,11 @@ class VLLMRollouts:
         )
         self.sleep_mode = bool(sleep and on_gpu)
         overrides = {"enable_sleep_mode": True} if self.sleep_mode else {}
-        if not on_gpu:  # what this worker's engine binds to, whatever an earlier engine of the process set
+        self.owned = engine is None
+        if self.owned and not on_gpu:  # what this worker's engine binds to, whatever an earlier engine set
             os.environ["VLLM_CPU_OMP_THREADS_BIND"] = cfg.vllm.cpu_threads
             os.environ["VLLM_CPU_KVCACHE_SPACE"] = str(cfg.vllm.kv_cache_gib)
-        self.engine = VLLMEngine.from_config(cfg, **overrides)
+        self.engine = engine if engine is not None else VLLMEngine.from_config(cfg, **overrides)
         shm = Path("/dev/shm")
         self.folder = Path(tempfile.mkdtemp(prefix="reflectrm-rollout-weights-", dir=shm if shm.is_dir() else None))
         self.synced_step: int | None = None
@@ -147,7 +152,8 @@ class VLLMRollouts:
             self.asleep = True
 
     def close(self) -> None:
-        self.engine.close()
+        if self.owned:
+            self.engine.close()
         shutil.rmtree(self.folder, ignore_errors=True)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
+from collections.abc import Iterator
 
 import pytest
 
@@ -52,6 +54,21 @@ def deploy(args: dict = SERVE_ARGS) -> None:
     from serve.app import build_app
 
     serve.run(build_app(args), name="reflectrm", route_prefix="/")
+
+
+@contextlib.contextmanager
+def variant(url: str, name: str, args: dict) -> Iterator[str]:
+    """A second app with other args beside the module's (which stays as it is), under /NAME; deleted after.
+    Each test that needs a variant gets its own, so no test depends on what an earlier one deployed."""
+    from ray import serve
+
+    from serve.app import build_app
+
+    serve.run(build_app(args), name=name, route_prefix=f"/{name}")
+    try:
+        yield f"{url}/{name}"
+    finally:
+        serve.delete(name)  # its replicas give their CPUs back
 
 
 def serve_app(ray_local):

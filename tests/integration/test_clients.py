@@ -3,7 +3,7 @@ replayed as that client sends it (../shared/docs/protocols.md), and what that cl
 the openai SDK (JudgeBench's and RewardBench's requests, stream, logprobs, completions), OpenRLHF (URL
 mode, and file mode loaded the way OpenRLHF loads it, auth off and on), verl (sync, async, batch; gsm8k-
 and math-style extra_info), TRL (sync and async, with a failing row), and group-wise rewards (/v1/rank,
-/get_reward groups). The last test redeploys with auth and groups on."""
+/get_reward groups). The auth-and-groups test runs on its own app beside the module's (a fixture)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 
 from reflectrm.models import load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
-from tests.integration.conftest import SERVE_ARGS, deploy, free_port, serve_app
+from tests.integration.conftest import SERVE_ARGS, free_port, serve_app, variant
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 ROOT = Path(__file__).resolve().parents[2]
@@ -276,15 +276,22 @@ def test_openrlhf_url_mode_and_file_mode(url, monkeypatch):
     assert down == {"rewards": [0.0], "scores": [0.5], "extra_logs": {"error": [1.0]}}  # fails soft
 
 
-def test_with_auth_and_groups_every_client_still_works(url, monkeypatch):
-    """Last: redeploys with a bearer token required and /get_reward ranking label-less samples in groups of 3,
-    then restores the plain app."""
+@pytest.fixture
+def groups_url(url, monkeypatch):
+    """An app beside the module's with a bearer token required and /get_reward ranking label-less samples in
+    groups of 3."""
+    monkeypatch.setenv("REFLECTRM_API_TOKEN", "s3cret")  # read where the app is built
+    with variant(url, "groups", {**SERVE_ARGS, "reward_groups": {"size": 3, "wait_s": 20}}) as u:
+        yield u
+
+
+def test_with_auth_and_groups_every_client_still_works(groups_url, url, monkeypatch):
+    """Every client against a token-protected app that ranks label-less samples in groups."""
     import aiohttp
 
     from reflectrm.integrations import trl, verl
 
-    monkeypatch.setenv("REFLECTRM_API_TOKEN", "s3cret")
-    deploy({**SERVE_ARGS, "reward_groups": {"size": 3, "wait_s": 20}})
+    plain, url = url, groups_url
     try:
         monkeypatch.setenv("REFLECTRM_URL", url)
         q, p = openrlhf_sample("Name a fruit.", "Apple.")
@@ -304,6 +311,5 @@ def test_with_auth_and_groups_every_client_still_works(url, monkeypatch):
         assert verl.compute_score("gsm8k", "4", "4", {"question": "What is 2 + 2?"})["error"].startswith("ServiceError")
     finally:
         monkeypatch.delenv("REFLECTRM_API_TOKEN", raising=False)
-        deploy()
-    body = json.loads(httpx.get(url + "/healthz").text)
+    body = json.loads(httpx.get(plain + "/healthz").text)
     assert body["status"] == "ok"

@@ -11,7 +11,7 @@ import pytest
 
 from reflectrm.models import load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
-from tests.integration.conftest import SERVE_ARGS, deploy, serve_app
+from tests.integration.conftest import SERVE_ARGS, serve_app, variant
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 ARGS = SERVE_ARGS
@@ -387,53 +387,76 @@ def test_a_replica_process_killed_under_load_loses_no_request(url, ray_local):
     assert responses == [200] * 3
 
 
-def test_deadline_gives_504_on_judge_and_a_timeout_flag_on_get_reward(url):
+# --------------------------------------------------------------------------- app variants: one fixture each
+
+
+@pytest.fixture
+def deadline_url(url):
+    with variant(url, "deadline", {**ARGS, "request_deadline_s": 0.01}) as u:
+        yield u
+
+
+@pytest.fixture
+def full_queue_url(url):
+    stage1 = {**ARGS["stage1"], "max_ongoing_requests": 1, "max_queued_requests": 1}
+    with variant(url, "full", {**ARGS, "max_concurrent_requests": 12, "stage1": stage1}) as u:
+        yield u
+
+
+@pytest.fixture
+def tiny_judge_url(url):
+    with variant(url, "judge", {**ARGS, "model": {"name": "tiny-judge", "max_prompt_tokens": 600}, "max_n": 8}) as u:
+        yield u
+
+
+@pytest.fixture
+def token_url(url, monkeypatch):
+    monkeypatch.setenv("REFLECTRM_API_TOKEN", "s3cret")  # read where the app is built
+    judge = {**ARGS["judge"], "max_new_tokens": 48}  # tiny-judge writes verdicts: the scores are not all 0.5
+    args = {**ARGS, "model": {"name": "tiny-judge", "max_prompt_tokens": 600}, "judge": judge}
+    with variant(url, "token", {**args, "reward_both_orders": True}) as u:
+        yield u
+
+
+def test_deadline_gives_504_on_judge_and_a_timeout_flag_on_get_reward(deadline_url):
     """request_deadline_s: a judgment past it is a 504 with our JSON body; /get_reward answers 200 with the
-    neutral score and `timeout` for the samples it could not finish. Redeploys; the next test redeploys."""
-    deploy({**ARGS, "request_deadline_s": 0.01})
-    try:
-        r = post(url, "/v1/judge", OK)
-        assert r.status_code == 504 and r.json()["error"]["field"] == "request_deadline_s", r.text
-        assert r.json()["error"]["deadline_s"] == 0.01
-        reward = post(url, "/get_reward", {"query": ["Say hi.hi", "Say hi.yo"], "labels": ["hello", "hey"],
-                                          "prompts": ["Say hi.", "Say hi."]})  # fmt: skip
-        assert reward.status_code == 200, reward.text
-        assert reward.json()["scores"] == [0.5, 0.5] and reward.json()["extra_logs"]["timeout"] == [1.0, 1.0]
-        chat = post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
-        assert chat.status_code == 504, chat.text
-    finally:
-        deploy(ARGS)
+    neutral score and `timeout` for the samples it could not finish."""
+    url = deadline_url
+    r = post(url, "/v1/judge", OK)
+    assert r.status_code == 504 and r.json()["error"]["field"] == "request_deadline_s", r.text
+    assert r.json()["error"]["deadline_s"] == 0.01
+    samples = {"query": ["Say hi.hi", "Say hi.yo"], "labels": ["hello", "hey"], "prompts": ["Say hi.", "Say hi."]}
+    reward = post(url, "/get_reward", samples)
+    assert reward.status_code == 200, reward.text
+    assert reward.json()["scores"] == [0.5, 0.5] and reward.json()["extra_logs"]["timeout"] == [1.0, 1.0]
+    chat = post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
+    assert chat.status_code == 504, chat.text
 
 
-def test_full_queues_answer_503_with_retry_after(url):
+def test_full_queues_answer_503_with_retry_after(full_queue_url):
     """Back-pressure: a stage whose bounded queue is full (Serve's max_queued_requests) and an ingress over
     max_concurrent_requests both answer 503 + Retry-After with our JSON body; the rest are served."""
-    deploy({**ARGS, "max_concurrent_requests": 12, "stage1": {**ARGS["stage1"], "max_ongoing_requests": 1,
-                                                            "max_queued_requests": 1}})  # fmt: skip
-    try:
+    url = full_queue_url
 
-        async def burst():
-            async with httpx.AsyncClient(timeout=120) as client:
-                return await asyncio.gather(
-                    *(client.post(url + "/v1/judge", json={**OK, "prompt": f"Burst {i}."}) for i in range(24))
-                )
+    async def burst():
+        async with httpx.AsyncClient(timeout=120) as client:
+            return await asyncio.gather(
+                *(client.post(url + "/v1/judge", json={**OK, "prompt": f"Burst {i}."}) for i in range(24))
+            )
 
-        answers = asyncio.run(burst())
-        statuses = [r.status_code for r in answers]
-        assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
-        refused = [r for r in answers if r.status_code == 503]
-        assert all(int(r.headers["retry-after"]) >= 1 and r.json()["error"]["fix"] for r in refused)
-    finally:
-        deploy(ARGS)
+    answers = asyncio.run(burst())
+    statuses = [r.status_code for r in answers]
+    assert set(statuses) <= {200, 503} and 200 in statuses and 503 in statuses, statuses
+    refused = [r for r in answers if r.status_code == 503]
+    assert all(int(r.headers["retry-after"]) >= 1 and r.json()["error"]["fix"] for r in refused)
 
 
-def test_judge_stage2_field_lazy_gives_full_verdicts_over_http(url, ray_local):
+def test_judge_stage2_field_lazy_gives_full_verdicts_over_http(tiny_judge_url):
     """`stage2` in a /v1/judge request, on tiny-judge (its sampled verdicts disagree, so stage 2 runs):
-    lazy answers as full does with no more comparisons; a bad value is a 422 naming the field. It
-    redeploys the app; the next test redeploys again."""
+    lazy answers as full does with no more comparisons; a bad value is a 422 naming the field."""
     from reflectrm.data.synthetic import synthetic_pairs
 
-    deploy({**ARGS, "model": {"name": "tiny-judge", "max_prompt_tokens": 600}, "max_n": 8})
+    url = tiny_judge_url
     bodies = [
         {"prompt": p.query, "response_1": p.response_1, "response_2": p.response_2} for p in synthetic_pairs(8, seed=21)
     ]
@@ -450,27 +473,24 @@ def test_judge_stage2_field_lazy_gives_full_verdicts_over_http(url, ray_local):
     assert bad.status_code == 422 and bad.json()["error"]["field"] == "stage2"
 
 
-def test_bearer_token_auth_and_reward_in_both_orders(url, ray_local, monkeypatch):
-    """Last in the module (it leaves the app token-protected): redeploys with a token required and
-    /get_reward judging both orders."""
-    monkeypatch.setenv("REFLECTRM_API_TOKEN", "s3cret")
-    deploy({**ARGS, "reward_both_orders": True})
-    try:
-        assert httpx.get(url + "/healthz").status_code == 200  # health stays open for load balancers
-        r = post(url, "/v1/judge", OK)
-        assert r.status_code == 401 and r.json()["error"]["field"] == "Authorization"
-        assert post(url, "/v1/judge", OK, headers={"Authorization": "Bearer wrong"}).status_code == 401
-        assert post(url, "/v1/judge", OK, headers={"Authorization": "Bearer s3cret"}).status_code == 200
-        assert post(url, "/get_reward", {"query": []}).status_code == 401
-        prompt, query = openrlhf_query("What is 2 + 2?", "4")
-        body = post(
-            url,
-            "/get_reward",
-            {"query": [query, query], "prompts": [prompt] * 2, "labels": ["4", None]},
-            headers={"Authorization": "Bearer s3cret"},
-        ).json()
-        assert (
-            0.0 <= body["scores"][0] <= 1.0 and body["scores"][1] == 0.5 and body["extra_logs"]["error"] == [0.0, 0.0]
-        )
-    finally:
-        monkeypatch.delenv("REFLECTRM_API_TOKEN")  # no redeploy: nothing after this test uses the app
+def test_bearer_token_auth_and_reward_in_both_orders(token_url, url):
+    """A token-protected app whose /get_reward judges both orders: 401 without the token; with it, the reward
+    of (response, reference) is reflectrm.rewards' both-orders score of the two judgments, which /v1/judge
+    with swap=true returns on the same seeds."""
+    from reflectrm.rewards import both_orders_score
+
+    auth = {"Authorization": "Bearer s3cret"}
+    assert httpx.get(token_url + "/healthz").status_code == 200  # health stays open for load balancers
+    r = post(token_url, "/v1/judge", OK)
+    assert r.status_code == 401 and r.json()["error"]["field"] == "Authorization"
+    assert post(token_url, "/v1/judge", OK, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert post(token_url, "/v1/judge", OK, headers=auth).status_code == 200
+    assert post(token_url, "/get_reward", {"query": []}).status_code == 401
+    assert post(url, "/v1/judge", OK).status_code == 200  # the module's own app is untouched
+    prompt, query = openrlhf_query("What is 2 + 2?", "4")
+    samples = {"query": [query, query], "prompts": [prompt] * 2, "labels": ["5", None]}
+    body = post(token_url, "/get_reward", samples, headers=auth).json()
+    assert body["scores"][1] == 0.5 and body["extra_logs"]["error"] == [0.0, 0.0]
+    pair = {"prompt": "What is 2 + 2?", "response_1": "4", "response_2": "5", "mode": "reflect", "swap": True}
+    both = post(token_url, "/v1/judge", pair, headers=auth).json()
+    assert body["scores"][0] == pytest.approx(both_orders_score(both["score"], both["swapped"]["score"]))

