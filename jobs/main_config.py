@@ -17,6 +17,7 @@ from jobs.ray_training import TrainConfig
 from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig, load_config, narrow
 from reflectrm.data.sources import DataConfig
 from reflectrm.training.config import GRPOConfig
+from reflectrm.training.warm_start import warm_start_config as warm_start_loop
 from reflectrm.training.warm_start import warm_start_data
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -110,15 +111,12 @@ def eval_config(
 
 
 def warm_start_config(base: str, steps: int, lr: float, **fields: Any) -> TrainConfig:
-    """jobs/configs/sft.yaml as the SFT warm start (reflectrm.training.warm_start: its data, one source), on
-    one worker with every core."""
-    sft = load_config(TrainConfig, CONFIGS / "sft.yaml")
-    trainer = dataclasses.replace(sft.trainer, prompts_per_worker=4, micro_batch=4, cpus_per_worker=1, threads=CPUS)
-    optim = dataclasses.replace(sft.optim, lr=lr)
-    data = warm_start_data(steps)
-    return dataclasses.replace(
-        sft, model=ModelConfig(name=base), data=data, max_steps=steps or None, optim=optim, trainer=trainer, **fields
-    )
+    """The SFT warm start as a Ray Train job: the settings and data of reflectrm.training.warm_start (its one
+    source, which also runs it in one process), on one worker with every core."""
+    loop = warm_start_loop(base, steps, lr)
+    trainer = dataclasses.replace(loop.trainer, cpus_per_worker=1, threads=CPUS)
+    settings = {f.name: getattr(loop, f.name) for f in dataclasses.fields(loop)} | {"trainer": trainer}
+    return TrainConfig(**settings | {"data": warm_start_data(steps), **fields})
 
 
 def grpo_config(recipe: str, base: str, mix: Path, steps: int, lr: float, **fields: Any) -> TrainConfig:

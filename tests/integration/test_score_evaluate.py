@@ -32,7 +32,7 @@ def test_score_streams_resumes_and_writes_each_id_once(ray_local, tmp_path, caps
     parts = [r["id"] for p in sorted((out / "parts").glob("part-*.parquet")) for r in pq.read_table(p).to_pylist()]
     assert sorted(parts) == sorted(r["id"] for r in rows)  # no pair judged twice across the runs
     for r in rows:
-        trace = json.loads(r["trace"])
+        trace = r["trace"]  # a struct column: the whole JudgeResult, typed
         assert r["mode"] == "reflect" and len(trace["judgments"]) == 2 and r["completion_tokens"] > 0
         assert r["preferred"] in (1, 2, None) and 0.0 <= r["score"] <= 1.0
         assert r["preferred"] is None or r["valid_rate"] > 0  # a verdict only from a valid judgment
