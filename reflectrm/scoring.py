@@ -40,14 +40,7 @@ def make_item(key: str, pair: PreferencePair, mode: Mode, **meta: Any) -> Row:
 
 def write_results(rows: Sequence[Row], path: Path) -> None:
     """Result rows to .jsonl (the trace nested) or .parquet (the trace a struct column), written atomically."""
-    if path.suffix != ".parquet":
-        write_rows(list(rows), path)
-        return
-    import pyarrow.parquet as pq
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(rows_table(rows), tmp)
-    tmp.replace(path)
+    write_rows(list(rows), path, table=rows_table(rows) if path.suffix == ".parquet" else None)
 
 
 def generation_to_row(gen: Generation) -> Row:

@@ -23,7 +23,6 @@ from ray.util import metrics
 from reflectrm.config import JudgeConfig
 from reflectrm.engines.base import Generation, GenerationRequest, PromptTooLongError
 from reflectrm.inference import Mode, Steps, ajudge
-from reflectrm.ranking import GroupCollector
 from reflectrm.records import JudgeResult, Message, PreferencePair
 from reflectrm.scoring import UNANSWERED
 from serve import routing  # a module reference: its context variable is not pickled with the app
@@ -47,9 +46,6 @@ class IngressCore:
         model = self.args.model
         self.tokenizer = load_tokenizer(resolve_model(model.name), model.trust_remote_code)  # token counts for 413s
         self.text = TokenText(self.tokenizer)
-        g = self.args.reward_groups
-        # /get_reward's groups, ranked by RewardRoutes._rank_for_reward (the ingress derives from it)
-        self.groups = None if not g.size else GroupCollector(self._rank_for_reward, g.size, g.wait_s)  # type: ignore[attr-defined]
         # this replica's caps, read by the middleware (serve/http.py) through the replica context
         self.in_flight = InFlight(self.args.max_concurrent_requests, int(self.args.max_body_mb * 2**20))
         self.m_deadline = metrics.Counter(

@@ -12,6 +12,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
+from ray.serve.exceptions import RayServeException
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from reflectrm.requests import InvalidRequest
@@ -170,7 +171,7 @@ def replica_in_flight() -> InFlight | None:
     """This replica's InFlight (None outside a Serve replica, or before the ingress holds one)."""
     try:
         return getattr(serve.get_replica_context().servable_object, "in_flight", None)
-    except Exception:  # noqa: BLE001 (RayServeException: not in a replica)
+    except RayServeException:  # not in a replica
         return None
 
 

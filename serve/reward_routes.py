@@ -16,7 +16,7 @@ from fastapi import Request
 from reflectrm.config import JudgeConfig
 from reflectrm.prompts import response_prompt
 from reflectrm.protocols import read_reward_request, read_reward_sample
-from reflectrm.ranking import comparisons, group_scores
+from reflectrm.ranking import GroupCollector, comparisons, group_scores
 from reflectrm.records import JudgeResult, Message, PreferencePair
 from reflectrm.requests import context_from
 from reflectrm.rewards import NEUTRAL_SCORE, both_orders_score, reward_from_score
@@ -42,7 +42,13 @@ def comparison_trace(i: int, j: int, r: JudgeResult) -> dict[str, Any]:
 
 
 class RewardRoutes(IngressCore):
-    """/get_reward and /v1/rank (a mixin: the Ingress gives it `args`, `groups` and the judge)."""
+    """/get_reward and /v1/rank, on what the ingress shares (serve/core.py); `groups` collects /get_reward's
+    label-less samples of one prompt when args.reward_groups is on."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        g = self.args.reward_groups
+        self.groups = None if not g.size else GroupCollector(self._rank_for_reward, g.size, g.wait_s)
 
     async def _rank(
         self, context: tuple[Message, ...], responses: list[str], scheme: str, method: str, mode: str, cfg: JudgeConfig

@@ -1,7 +1,7 @@
 """The codec of the canonical pair row: `PreferencePair` <-> a row of plain values (JSONL, Parquet, Arrow).
 
 row = pair_to_row(pair); pair_from_row(row) == pair
-PAIR_TYPE: the row as an Arrow struct (a column of pairs in Parquet and Ray Data)
+pair_type(): the row as an Arrow struct (a column of pairs in Parquet and Ray Data)
 """
 
 from __future__ import annotations

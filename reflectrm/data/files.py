@@ -144,8 +144,9 @@ def split_dialogue(value: Any, field: str) -> tuple[tuple[Message, ...], str]:
     return msgs[:-1], msgs[-1].content
 
 
-def write_rows(rows: list[dict[str, Any]], path: str | Path) -> None:
-    """Rows to .jsonl or .parquet, written to a temporary name and then renamed (never half-written)."""
+def write_rows(rows: list[dict[str, Any]], path: str | Path, table: Any = None) -> None:
+    """Rows to .jsonl or .parquet, written to a temporary name and then renamed (never half-written).
+    `table`: the rows already as a typed Arrow table (what .parquet writes instead of inferring one)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
@@ -155,8 +156,9 @@ def write_rows(rows: list[dict[str, Any]], path: str | Path) -> None:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        schema = None if rows else pa.schema([])
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), tmp)
+        if table is None:
+            table = pa.Table.from_pylist(rows, schema=None if rows else pa.schema([]))
+        pq.write_table(table, tmp)
     else:
         raise ValueError(f"{path}: write .jsonl or .parquet")
     tmp.replace(path)

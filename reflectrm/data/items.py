@@ -18,6 +18,7 @@ from typing import Any, Iterable, Mapping
 
 from reflectrm.config import PromptConfig
 from reflectrm.data.codec import pair_from_row, pair_to_row, pair_type
+from reflectrm.data.files import write_rows
 from reflectrm.prompts import Task, reflection_prompt, response_prompt
 from reflectrm.records import Message, PreferencePair
 
@@ -135,14 +136,10 @@ def items_table(items: Iterable[TrainingItem]) -> Any:
 
 
 def write_items(items: Iterable[TrainingItem], path: str | Path) -> None:
-    """Items to Parquet, written to a temporary name and then renamed (never half-written)."""
-    import pyarrow.parquet as pq
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(items_table(items), tmp)
-    tmp.replace(path)
+    """Items to Parquet (`item_schema()`), written atomically."""
+    if Path(path).suffix != ".parquet":
+        raise ValueError(f"{path}: training items are written as .parquet")
+    write_rows([], path, table=items_table(items))
 
 
 def read_items(path: str | Path) -> list[TrainingItem]:

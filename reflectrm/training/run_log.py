@@ -4,6 +4,7 @@ and the summary of a finished run (its table of first and last values)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -16,8 +17,6 @@ class RunLog:
 
     def start(self, step: int, total: int, workers: int) -> None:
         """On (re)start: drop metrics of steps after the checkpoint (they are done again), then log it."""
-        import time
-
         self.metrics.parent.mkdir(parents=True, exist_ok=True)
         truncate_metrics(self.metrics, step)
         append(
@@ -30,8 +29,6 @@ class RunLog:
         append(self.events, {"event": "step", "step": metrics["step"]})
 
     def end(self, step: int) -> None:
-        import time
-
         append(self.events, {"event": "end", "step": step, "time": time.time()})
 
 

@@ -62,7 +62,7 @@ def test_after_k_steps_the_vllm_engine_holds_the_trained_weights(tmp_path, tiny_
         worker = Worker(cfg, engine, strategy, None, vllm=vr)  # the worker syncs the engine before each step
         for step in range(K):
             steps.append(grpo_step(worker, rows[4 * step : 4 * step + 4], step))
-            assert vr.synced_step == step and worker.sync_seconds > 0
+            assert vr.synced_step == step  # the worker loaded this step's weights (the log-prob diff checks them)
         assert all(m["rollout_logprob_diff"] < 1e-3 for m in steps), [m["rollout_logprob_diff"] for m in steps]
         assert any(m["loss"] != 0 for m in steps) and all(m["completion_tokens"] > 0 for m in steps)
         moved = max(float((v - start[k]).abs().max()) for k, v in model.state_dict().items())
