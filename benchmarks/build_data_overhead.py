@@ -14,10 +14,9 @@ import os
 import tempfile
 import time
 
-from reflectrm.data.builder import sample_and_grade
-
 from benchmarks.common import parse, parser, write_report
 from reflectrm.config import JudgeConfig, ModelConfig
+from reflectrm.data.builder import sample_and_grade
 from reflectrm.data.synthetic import synthetic_pairs
 from reflectrm.engines import load_engine
 

@@ -13,7 +13,8 @@
 4. rft       jobs.train recipe=rft on that mix (its preference items only: method.md §2.6, ratio 1:0)
    unified   jobs.train recipe=grpo on the same mix, the same steps, seeds and learning rate.
 5. evaluate  jobs.evaluate for base, rft and unified: greedy, majority@N and reflect, both orders;
-             accuracy and positional consistency with 95% bootstrap intervals over pairs.
+             both-order accuracy, positional consistency (95% Wilson) and position preference;
+             each trained arm against base, and unified against RFT, paired (reflectrm.comparison).
 
 Every stage is a job with its own output folder under --workdir, and a finished stage is not run
 again: a re-run resumes where the last one stopped (each job resumes inside itself too).
@@ -39,7 +40,9 @@ EVAL_ORDER = ("base", "unified", "rft")  # the paper's comparison first, where a
 # 2: the synthetic held-out set is topped up to --eval-pairs after dropping pairs seen in training
 # (rules 1 left 30 of 32). 3: the warm start is the main job's (one source: warm_start_pairs(steps) pairs
 # on Ray Train). A workdir made under other rules is refused like other settings.
-DATA_RULES = 3
+# 4: evaluation results carry per-pair verdicts (paired comparisons), both-order accuracy is the headline,
+# a limit samples by label, and training data is in both orders (`orders`).
+DATA_RULES = 4
 # Settings that change how a run executes, not its results: a resume may change them.
 EXECUTION_ONLY = ("output", "workdir", "fresh", "micro_batch", "gradient_checkpointing", "eval_batch")
 
@@ -56,6 +59,7 @@ def make_data(work: Path, args: Any) -> dict[str, Any]:
     """The training and evaluation files, and the held-out check."""
     from reflectrm.data.formats import load_pairs
     from reflectrm.data.synthetic import synthetic_pairs
+    from reflectrm.evaluation import balanced_sample
     from reflectrm.experiment import heldout_pairs, overlap, split_held_out
     from reflectrm.training.warm_start import warm_start_pairs
 
@@ -65,9 +69,8 @@ def make_data(work: Path, args: Any) -> dict[str, Any]:
     llmbar, _ = load_pairs("llmbar", SHARED / "llmbar" / "natural.json")
     llmbar_train, llmbar_held = split_held_out(llmbar, args.eval_pairs, seed=7)
     llmbar_train = llmbar_train[: args.llmbar_train]
-    judgebench, _ = load_pairs(
-        "judgebench", SHARED / "judgebench" / "judgebench_gpt-4o-2024-05-13.jsonl", limit=args.judgebench
-    )
+    judgebench, _ = load_pairs("judgebench", SHARED / "judgebench" / "judgebench_gpt-4o-2024-05-13.jsonl")
+    judgebench = balanced_sample([judgebench], args.judgebench, seed=11)  # never the first rows
     warm = synthetic_pairs(warm_draw[0], seed=0)
     training = [synth_train, llmbar_train, warm]
     return {
@@ -147,7 +150,9 @@ def main() -> None:
     ap.add_argument("--synthetic-train", type=int, default=32, help="synthetic training pairs for build_data")
     ap.add_argument("--llmbar-train", type=int, default=16, help="LLMBar-natural training pairs for build_data")
     ap.add_argument("--eval-pairs", type=int, default=32, help="held-out pairs per dataset (synthetic, LLMBar)")
-    ap.add_argument("--judgebench", type=int, default=8, help="JudgeBench pairs (held out, reported apart)")
+    ap.add_argument(
+        "--judgebench", type=int, default=64, help="JudgeBench pairs: a seeded label-balanced sample (held out, apart)"
+    )
     ap.add_argument("--n", type=int, default=8, help="judgments per pair (build_data, majority, reflect)")
     ap.add_argument("--max-new-tokens", type=int, default=128, help="the one judge budget of every stage")
     ap.add_argument("--rollouts", type=int, default=4, help="GRPO rollouts per prompt (§3: 8; 4 fits 2 cores)")
@@ -239,15 +244,25 @@ def main() -> None:
             "held_out_set": r["held_out"],
             "method": r["method"],
             "pairs": r["n_items"],
-            "accuracy": r["accuracy"],
+            "label_shares": r["label_shares"],
+            "accuracy": r["accuracy"],  # both orders
             "accuracy_ci95": r["accuracy_ci"],
+            "accuracy_given": r["accuracy_given"],
             "consistency": r["consistency"],
             "consistency_ci95": r["consistency_ci"],
+            "position_preference": r["position_preference"],
             "valid_judgment_rate": r["valid_judgment_rate"],
         }
         for name in MODELS
         for r in results[name]
     ]
+    from reflectrm import comparison
+    from reflectrm.evaluation import CI_METHOD
+
+    paired = {
+        f"{b} vs {a}": comparison.compare(results[a], results[b])
+        for a, b in (("base", "unified"), ("base", "rft"), ("rft", "unified"))
+    }
     report = {
         "settings": vars(args) | {"cpus": cpus},
         "held_out_check": data["check"],
@@ -258,6 +273,9 @@ def main() -> None:
         },
         "curves": {name: curves(work / name) for name in arms},
         "table": table,
+        "ci_method": CI_METHOD,
+        "paired": paired,
+        "paired_method": comparison.METHOD,
     }
     write_report(report, args.output)
     from reflectrm.report import table as text_table
@@ -265,13 +283,19 @@ def main() -> None:
     def fmt(v: Any, ci: Any) -> str:
         return "-" if v is None else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
 
-    head = ["model", "dataset", "method", "pairs", "accuracy [95% CI]", "consistency [95% CI]", "valid"]
+    head = ["model", "dataset", "method", "pairs (label-1)", "both-order acc [95% Wilson]", "acc given"]
+    head += ["consistency [95% Wilson]", "says Response 1", "valid"]
     rows = [
-        [t["model"], t["dataset"], t["method"], t["pairs"], fmt(t["accuracy"], t["accuracy_ci95"])]
-        + [fmt(t["consistency"], t["consistency_ci95"]), f"{t['valid_judgment_rate']:.2f}"]
+        [t["model"], t["dataset"], t["method"], f"{t['pairs']} ({t['label_shares']['1']:.2f})"]
+        + [fmt(t["accuracy"], t["accuracy_ci95"]), fmt(t["accuracy_given"], None)]
+        + [fmt(t["consistency"], t["consistency_ci95"]), fmt(t["position_preference"], None)]
+        + [f"{t['valid_judgment_rate']:.2f}"]
         for t in table
     ]
     print(text_table(head, rows))
+    for name, compared in paired.items():
+        b, a = name.split(" vs ")
+        print("\n" + comparison.markdown(compared, a, b))
 
 
 if __name__ == "__main__":

@@ -115,7 +115,10 @@ def main(argv: Sequence[str] | None = None) -> dict:
 
 
 def _eval_line(s: dict) -> str:
-    return "; ".join(f"{r['dataset']} {r['method']} acc {r['accuracy']:.2f}" for r in s["results"])
+    return "; ".join(
+        f"{r['dataset']} {r['method']} both-order acc {r['accuracy']:.2f} (says Response 1 {r['position_preference'] or 0:.2f})"
+        for r in s["results"]
+    )
 
 
 def _train_line(s: dict) -> str:

@@ -50,7 +50,7 @@ class GrpoSection(GRPOConfig):
     """The GRPO settings (n rollouts per prompt, ...) plus the run's length."""
 
     steps: int = 3  # the mix is interleaved 4:1, so 3 steps reach its first reflection item
-    prompts: int = 1  # prompts per step
+    prompts: int = 2  # prompts per step: one pair in both orders (data.orders=both: a step holds both)
     lr: float = 5.0e-6
 
 

@@ -19,9 +19,11 @@ from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, result_sett
 from reflectrm.data.builder import ROWS_VERSION, build_sets, graded_schema, parse_ratio, sample_and_grade
 from reflectrm.data.codec import pair_from_row, pair_to_row, pair_type
 from reflectrm.data.items import write_items
+from reflectrm.data.orders import orient_pairs
 from reflectrm.data.sources import DataConfig, load_source
 from reflectrm.data.store import PartStore
 from reflectrm.engines import resolve_engine
+from reflectrm.metrics import label_shares
 from reflectrm.prompts import TEMPLATE_VERSION
 
 
@@ -31,6 +33,11 @@ class MixConfig:
 
     def __post_init__(self) -> None:
         parse_ratio(self.ratio)
+
+
+# build_data's default data.orders: a seeded coin per pair balances the labels at no extra cost; training
+# (data.orders=both by default) then adds each item's swapped twin. `both` here judges every pair twice.
+BUILD_ORDERS = "random"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +75,8 @@ class Sampler:
 def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
     """Sample what is not yet sampled, then (re)build the sets from every graded row. Returns stats.json's content."""
     pairs, load_stats = load_source(cfg.data, cfg.judge.seed)
+    orders = cfg.data.orders or BUILD_ORDERS
+    pairs = orient_pairs(pairs, orders, cfg.judge.seed)
     settings = result_settings(
         dataclasses.replace(cfg.model, engine=resolve_engine(cfg.model.engine)),
         cfg.judge,
@@ -75,6 +84,7 @@ def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
         template=TEMPLATE_VERSION,
         rows=ROWS_VERSION,
         data=cfg.data.format if cfg.data.format == "synthetic" else f"{cfg.data.format}:{cfg.data.path}",
+        orders=orders,
     )  # synthetic: more pairs extend the same ones (their ids and contents do not depend on the count)
     store = PartStore(out / "judgments", settings, cfg.fresh)
     done = store.done_ids()
@@ -126,6 +136,8 @@ def build_data(cfg: BuildDataConfig, out: Path) -> dict[str, Any]:
         "sampling_seconds": round(sample_s, 1),
         "completion_tokens": int(sum(r["completion_tokens"] for r in graded)),
         "source": load_stats["source"],
+        "orders": orders,
+        "label_shares": label_shares([p.label for p in pairs if p.label in (1, 2)]),
     }
     (out / "stats.json").write_text(json.dumps(stats, indent=2))
     return stats

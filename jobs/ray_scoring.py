@@ -18,6 +18,7 @@ from typing import Any, Literal
 from jobs.ray_setup import PoolConfig, RayConfig, dataset_of, init_ray, rows_of, set_threads
 from reflectrm import evaluation, scoring
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, result_settings, to_dict
+from reflectrm.data.orders import check_given
 from reflectrm.data.sources import DataConfig, load_source
 from reflectrm.data.store import PartStore
 from reflectrm.engines import resolve_engine
@@ -46,6 +47,9 @@ class ScoreConfig:
     fresh: bool = False  # true: drop results made with other settings (else a resume under them stops, exit 2)
     output_format: Literal["parquet", "jsonl"] = "parquet"
 
+    def __post_init__(self) -> None:
+        check_given(self.data.orders)
+
 
 @dataclasses.dataclass(frozen=True)
 class EvaluateConfig:
@@ -54,7 +58,7 @@ class EvaluateConfig:
     judge: JudgeConfig = JudgeConfig()  # n, temperature, max_new_tokens, seed of majority/reflect
     datasets: tuple[str, ...] = ()  # [NAME=]FORMAT:PATH[+PATH...]
     methods: tuple[str, ...] = evaluation.METHODS
-    limit: int | None = None  # at most this many pairs per dataset (taken round-robin over its files)
+    limit: int | None = None  # at most this many pairs per dataset: a seeded, label-balanced sample
     swap: bool = True  # also judge every pair with the responses swapped (for positional consistency)
     sections: dict[str, dict[str, list[str]]] = dataclasses.field(default_factory=dict)  # dataset -> section -> subsets
     held_out: tuple[str, ...] = ("judgebench",)  # formats reported apart
@@ -179,6 +183,8 @@ def evaluate(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
         "prompt_template": TEMPLATE_VERSION,
         "methods": list(cfg.methods),
         "datasets": {d.name: len(d.pairs) for d in datasets},
+        "sampling": "all pairs" if cfg.limit is None else f"a seeded label-balanced sample of limit={cfg.limit}",
+        "ci_method": evaluation.CI_METHOD,
         "items": len(items),
         "items_judged_this_run": ran,
         "seconds": round(seconds, 1),

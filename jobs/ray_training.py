@@ -24,9 +24,9 @@ from reflectrm.data.items import TrainingItem, items_table
 from reflectrm.data.sources import DataConfig
 from reflectrm.report import plot_curves
 from reflectrm.training.config import LoopConfig
-from reflectrm.training.data import load_items
+from reflectrm.training.data import check_step_orders, load_items
 from reflectrm.training.run_log import read_metrics, summarize_metrics
-from reflectrm.training.trainer import total_steps, train_worker
+from reflectrm.training.trainer import check_resume, total_steps, train_worker
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,17 +39,25 @@ class TrainConfig(LoopConfig):
 
 
 class RaySession:
-    """The worker's side of Ray Train: its Ray Data shard, `ray.train.report`, checkpoints."""
+    """The worker's side of Ray Train: its slice of each step's rows, `ray.train.report`, checkpoints.
+
+    Every worker reads the whole (small) item table in one order and takes its own contiguous slice of
+    each step's rows: which rows share a worker and a step is fixed by the order alone, so an item and
+    its swapped twin (data.orders=both, side by side) are judged in the same step."""
 
     def __init__(self, output: Path, batch_size: int):
         import ray.train
 
+        ctx = ray.train.get_context()
         self.output, self.batch_size = output, batch_size
-        self.shard = ray.train.get_dataset_shard("train")
+        self.rank, self.size = ctx.get_world_rank(), ctx.get_world_size()
+        self.rows = ray.train.get_dataset_shard("train")  # not split (datasets_to_split=[]): every row
 
     def batches(self, epoch: int):
-        for batch in self.shard.iter_batches(batch_size=self.batch_size, drop_last=True, batch_format="pyarrow"):
-            yield [TrainingItem.from_row(r) for r in batch.to_pylist()]  # decoded once, here
+        step = self.batch_size * self.size
+        mine = slice(self.rank * self.batch_size, (self.rank + 1) * self.batch_size)
+        for batch in self.rows.iter_batches(batch_size=step, drop_last=True, batch_format="pyarrow"):
+            yield [TrainingItem.from_row(r) for r in batch.slice(mine.start, self.batch_size).to_pylist()]
 
     def checkpoint_dir(self) -> Path | None:
         import ray.train
@@ -112,6 +120,7 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """The whole run; returns the summary (also summary.json) with the table rows of the first and last steps."""
     train_rows, held_out, notes = load_items(cfg.recipe, cfg.data, cfg.seed)
     t = cfg.trainer
+    check_step_orders(cfg.recipe, cfg.data, t.prompts_per_worker)
     steps_per_epoch = len(train_rows) // (t.num_workers * t.prompts_per_worker)
     if steps_per_epoch < 1:
         raise ValueError(
@@ -131,8 +140,10 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     init_ray(cfg.ray, out)
     storage = out / "ray"
     resume = latest_checkpoint(storage)  # Ray Train v2 restores it itself: same run name, same storage_path
-    initial = json.loads((Path(resume.path) / "state.json").read_text())["step"] if resume is not None else 0
+    state = json.loads((Path(resume.path) / "state.json").read_text()) if resume is not None else {"step": 0}
+    initial = state["step"]
     if resume is not None:
+        check_resume(cfg, state, Path(resume.path))  # before any worker starts: a clear error, no retries
         notes.append(f"resuming from {resume.path}")
     for note in notes:
         print(f"  {note}")
@@ -151,8 +162,8 @@ def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
         ),
         datasets={"train": dataset_of(items_table(train_rows))},
         dataset_config=ray.train.DataConfig(
-            execution_options=ExecutionOptions(preserve_order=True)
-        ),  # the same rows per worker every run
+            datasets_to_split=[], execution_options=ExecutionOptions(preserve_order=True)
+        ),  # every worker reads every row, in order, and takes its slice of each step (RaySession)
     )
     t0 = time.perf_counter()
     follow_progress(trainer.fit, out / "metrics.jsonl", total, initial, f"train ({cfg.recipe})")

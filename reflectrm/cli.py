@@ -121,6 +121,11 @@ def build_parser() -> tuple[argparse.ArgumentParser, Any]:
     syn.add_argument("--output", type=Path, required=True, help=".jsonl or .parquet")
     syn.add_argument("--seed", type=int, default=0)
 
+    c = sub.add_parser("compare", help="two evaluations of the same pairs, paired (difference, McNemar)")
+    c.add_argument("run_a", help="evaluation A: a results.json, or the folder that holds one")
+    c.add_argument("run_b", help="evaluation B, on the same pairs")
+    c.add_argument("--json", action="store_true", help="print the comparison as JSON")
+
     m = sub.add_parser("models", help="prepare or list the built-in model aliases")
     msub = m.add_subparsers(dest="models_command", required=True, parser_class=_Parser)
     prep = msub.add_parser("prepare", help="build an alias into the cache ($REFLECTRM_HOME)")
@@ -142,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
             return _models(args)
         if args.command == "data":
             return _data(args)
+        if args.command == "compare":
+            return _compare(args)
     except (UsageError, ConfigError, InvalidRequest, FileNotFoundError, ValueError) as err:
         print(f"reflectrm {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -256,6 +263,21 @@ def _describe(r: dict[str, Any]) -> str:
         f"stage2_skipped={r['stage2_skipped']}  tokens={r['usage']}",
     ]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from reflectrm import comparison
+
+    a, b = comparison.load_results(args.run_a), comparison.load_results(args.run_b)
+    compared = comparison.compare(a["results"], b["results"])
+    if args.json:
+        print(json.dumps({"a": args.run_a, "b": args.run_b, "method": comparison.METHOD, "results": compared}))
+    else:
+        print(comparison.markdown(compared, f"{args.run_a} ({a['model']})", f"{args.run_b} ({b['model']})"))
+    return 0
 
 
 # --------------------------------------------------------------------------- data

@@ -15,13 +15,24 @@ Majority and reflect share the same stage-1 samples (majority is the plain vote 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 from typing import Any, Sequence
 
 from reflectrm.data.formats import load_pairs, parse_dataset_spec
 from reflectrm.inference import ABLATIONS
-from reflectrm.metrics import accuracy, bootstrap_ci, consistency, flip_rate, invalid_rate, section_weighted
+from reflectrm.metrics import (
+    accuracy,
+    consistency,
+    flip_rate,
+    invalid_rate,
+    label_shares,
+    pair_scores,
+    position_preference,
+    section_weighted,
+    wilson,
+)
 from reflectrm.records import PreferencePair
 from reflectrm.report import table
 from reflectrm.scoring import make_item, stage2_rates
@@ -30,6 +41,10 @@ METHODS = ("greedy", "majority", "reflect")  # what an evaluation runs by defaul
 # ...and the paper's ablations of reflect (method.md §5), on request: methods=[...,random_anchor,random_winners]
 ABLATION_METHODS = tuple(ABLATIONS)
 ALL_METHODS = METHODS + ABLATION_METHODS
+CI_METHOD = (
+    "95% Wilson intervals over pairs. Both-order accuracy: Wilson at n = pairs with the pair's mean score "
+    "(its two judgments are correlated: counting the pair once is conservative whatever the correlation)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,13 +62,38 @@ def load_dataset(spec: str, limit: int | None, on_bad_row: str, seed: int, held_
     fmt, paths = parse_dataset_spec(rest)
     files = [p for p in paths.split("+") if p]
     per_file = [load_pairs(fmt, f, on_bad_row=on_bad_row, seed=seed)[0] for f in files]  # type: ignore[arg-type]
-    pairs = [p for group in _round_robin(per_file) for p in group][: limit or None]
+    pairs = [p for group in _round_robin(per_file) for p in group]
     if any(p.label not in (1, 2) for p in pairs):
         raise ValueError(
             f"dataset {spec!r} has pairs without a gold label: evaluation needs labelled data (use jobs.score)"
         )
+    if limit and limit < len(pairs):
+        pairs = balanced_sample(per_file, limit, seed)
     name = name or (fmt if len(files) > 1 else f"{fmt}/{Path(files[0]).stem}")
     return Dataset(name, fmt, pairs, fmt in held_out or name in held_out)  # a held-out format, or a dataset named so
+
+
+def balanced_sample(per_file: list[list[PreferencePair]], limit: int, seed: int) -> list[PreferencePair]:
+    """`limit` pairs, never the first rows: each file's pairs in a seeded hash order, taken round-robin
+    over the files while each label's half (limit/2) has room; a label with too few pairs leaves its
+    room to the other (the label shares are reported with the results)."""
+
+    def rank(p: PreferencePair) -> str:
+        return hashlib.sha256(f"{seed}:{p.id}".encode()).hexdigest()
+
+    order = [p for group in _round_robin([sorted(ps, key=rank) for ps in per_file]) for p in group]
+    room = {1: (limit + 1) // 2, 2: limit // 2}
+    have = {y: sum(p.label == y for p in order) for y in (1, 2)}
+    for y, other in ((1, 2), (2, 1)):  # a short label gives its room away
+        spare = room[y] - min(room[y], have[y])
+        room[y] -= spare
+        room[other] += spare
+    taken = []
+    for p in order:
+        if room.get(p.label, 0) > 0:
+            room[p.label] -= 1
+            taken.append(p)
+    return taken[:limit]
 
 
 def _round_robin(groups: list[list[PreferencePair]]) -> list[list[PreferencePair]]:
@@ -86,16 +126,19 @@ def metrics_for(rows: list[dict[str, Any]], method: str, column: str, swap: bool
     two_stage = method in ("reflect", *ABLATION_METHODS)
     tokens = [r["completion_tokens"] if two_stage else r["stage1_completion_tokens"] for r in rows]
     prompt_tokens = [r["prompt_tokens"] if two_stage else r["stage1_prompt_tokens"] for r in rows]
+    scores = pair_scores(preds, preds_sw, labels) if swap else [float(p == y) for p, y in zip(preds, labels)]
+    consistent = sum(p == y and q == 3 - y for p, q, y in zip(preds, preds_sw, labels))
     out: dict[str, Any] = {
         "n_items": len(ids),
-        "accuracy": accuracy(preds, labels),
+        "label_shares": label_shares(labels),
+        # the headline: each pair judged in both orders, both count (given order only without swap)
+        "accuracy": sum(scores) / len(ids) if ids else 0.0,
+        "accuracy_ci": wilson(sum(scores), len(ids)),  # see CI_METHOD
+        "accuracy_given": accuracy(preds, labels),
         "accuracy_swapped": accuracy(preds_sw, [3 - y for y in labels]) if swap else None,
         "consistency": consistency(preds, preds_sw, labels) if swap else None,
-        # 95% bootstrap intervals over pairs (small samples carry them)
-        "accuracy_ci": bootstrap_ci([float(p == y) for p, y in zip(preds, labels)]),
-        "consistency_ci": bootstrap_ci([float(p == y and q == 3 - y) for p, q, y in zip(preds, preds_sw, labels)])
-        if swap
-        else None,
+        "consistency_ci": wilson(consistent, len(ids)) if swap else None,
+        "position_preference": position_preference(preds, preds_sw),
         "flip_rate": flip_rate(preds, preds_sw) if swap else None,
         "invalid_rate": invalid_rate(preds, preds_sw),
         "valid_judgment_rate": sum(r["valid_rate"] for r in rows) / len(rows),
@@ -105,6 +148,8 @@ def metrics_for(rows: list[dict[str, Any]], method: str, column: str, swap: bool
         "stage2_calls_per_item": sum(r.get("stage2_calls", 0) for r in rows) / len(rows) if two_stage else None,
         "stage2_not_asked_per_item": sum(r.get("stage2_not_asked", 0) for r in rows) / len(rows) if two_stage else None,
         "errors": sum(bool(r["error"]) for r in rows),
+        # each pair's verdicts [given, swapped] and gold, for paired comparisons (reflectrm.comparison)
+        "verdicts": {i: [p, q, y] for i, p, q, y in zip(ids, preds, preds_sw or [None] * len(ids), labels)},
     }
     if two_stage:
         s1 = sum(r["stage1_completion_tokens"] for r in rows)
@@ -143,8 +188,10 @@ def evaluate_rows(
                     "subset": s,
                     "n_items": m["n_items"],
                     "accuracy": m["accuracy"],
+                    "accuracy_given": m["accuracy_given"],
                     "accuracy_swapped": m["accuracy_swapped"],
                     "consistency": m["consistency"],
+                    "position_preference": m["position_preference"],
                 }
             )
         entry["subsets"] = per_subset
@@ -164,10 +211,12 @@ def evaluate_rows(
 HEADERS = [
     "dataset",
     "method",
-    "items",
-    "acc [95% CI]",
+    "pairs (label-1 share)",
+    "both-order acc [95% CI]",
+    "acc given",
     "acc swapped",
     "consistency [95% CI]",
+    "says Response 1",
     "flip",
     "invalid",
     "valid judgments",
@@ -188,10 +237,12 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
         [
             r["dataset"],
             r["method"],
-            r["n_items"],
+            f"{r['n_items']} ({r['label_shares']['1']:.2f})",
             with_ci(r["accuracy"], r.get("accuracy_ci")),
+            r["accuracy_given"],
             r["accuracy_swapped"],
             with_ci(r["consistency"], r.get("consistency_ci")),
+            r["position_preference"],
             r["flip_rate"],
             r["invalid_rate"],
             r["valid_judgment_rate"],
@@ -213,8 +264,10 @@ def markdown(summary: dict[str, Any]) -> str:
         f"# Evaluation: {summary['model']}",
         "",
         f"n={summary['n']}, limit={summary['limit']}, prompts {summary['prompt_template']}. "
-        "acc = accuracy in the given order; consistency = right in both orders (method.md §5); "
-        "'-' = not measured. Majority is the vote of reflect's own stage-1 samples.",
+        "both-order acc = each pair judged as given and swapped, both count (the headline; a judge that "
+        "always names one position scores 0.50); consistency = right in both orders (method.md §5); "
+        "says Response 1 = share of valid verdicts naming position 1 (0.50 = no position preference). "
+        f"{CI_METHOD}. '-' = not measured. Majority is the vote of reflect's own stage-1 samples.",
         "",
     ]
     for title, held in (("Benchmarks", False), ("Held out (JudgeBench: report only, never tune on it)", True)):
@@ -222,13 +275,22 @@ def markdown(summary: dict[str, Any]) -> str:
         if rows:
             parts += [f"## {title}", "", table(HEADERS, table_rows(rows)), ""]
     sub = [
-        [r["dataset"], s["subset"], r["method"], s["n_items"], s["accuracy"], s["consistency"]]
+        [
+            r["dataset"],
+            s["subset"],
+            r["method"],
+            s["n_items"],
+            s["accuracy"],
+            s["consistency"],
+            s["position_preference"],
+        ]
         for r in results
         if len(r["subsets"]) > 1
         for s in r["subsets"]
     ]
     if sub:
-        parts += ["## Subsets", "", table(["dataset", "subset", "method", "items", "acc", "consistency"], sub), ""]
+        heads = ["dataset", "subset", "method", "pairs", "both-order acc", "consistency", "says Response 1"]
+        parts += ["## Subsets", "", table(heads, sub), ""]
         weighted = [
             [r["dataset"], r["method"], r.get("weighted_accuracy"), r.get("weighted_consistency")]
             for r in results

@@ -12,16 +12,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reflectrm import comparison
 from reflectrm.data.codec import pair_to_row
 from reflectrm.data.formats import load_pairs
 from reflectrm.data.synthetic import synthetic_pairs
+from reflectrm.evaluation import CI_METHOD, balanced_sample
 from reflectrm.records import PreferencePair
 from reflectrm.report import plot_before_after, plot_curves, table
 
 LLMBAR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "llmbar" / "natural.json"
 METRICS = (
-    ("accuracy", "accuracy"),
+    ("accuracy", "both-order accuracy"),
     ("consistency", "consistency"),
+    ("position_preference", "says Response 1"),
     ("valid_judgment_rate", "valid format"),
     ("tokens_per_item", "tokens/item"),
 )
@@ -69,10 +72,10 @@ def heldout_files(
 ) -> tuple[dict[str, tuple[Path, int]], int]:
     """The evaluation's datasets as canonical JSONL files: {name: (path, pairs)}, and how many were dropped."""
     folder.mkdir(parents=True, exist_ok=True)
-    kept, dropped = heldout_pairs(pairs, seed, training_draws)
-    sets = {"synthetic": kept}
+    drawn, dropped = heldout_pairs(3 * pairs, seed, training_draws)
+    sets = {"synthetic": balanced_sample([drawn], pairs, seed)}  # label-balanced, never the first rows
     if llmbar and LLMBAR.is_file():  # real pairs too, when the shared data is there
-        sets["llmbar-natural"] = load_pairs("llmbar", LLMBAR)[0][:llmbar]
+        sets["llmbar-natural"] = balanced_sample([load_pairs("llmbar", LLMBAR)[0]], llmbar, seed)
     files = {}
     for name, ps in sets.items():
         path = folder / f"{name}.jsonl"
@@ -82,7 +85,9 @@ def heldout_files(
 
 
 def before_after(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per (dataset, method): each metric before and after, and how many pairs it rests on."""
+    """Per (dataset, method): each metric (and interval) before and after, how many pairs it rests on,
+    and the paired comparison of after against before (reflectrm.comparison)."""
+    paired = {(c["dataset"], c["method"]): c for c in comparison.compare(before["results"], after["results"])}
     out = []
     for b, a in zip(before["results"], after["results"]):
         out.append(
@@ -90,7 +95,15 @@ def before_after(before: dict[str, Any], after: dict[str, Any]) -> list[dict[str
                 "dataset": b["dataset"],
                 "method": b["method"],
                 "pairs": b["n_items"],
+                "label_shares": b["label_shares"],
                 **{k: {"before": b.get(k), "after": a.get(k)} for k, _ in METRICS},
+                **{
+                    f"{k}_ci": {"before": b.get(f"{k}_ci"), "after": a.get(f"{k}_ci")}
+                    for k in ("accuracy", "consistency")
+                },
+                "paired": {
+                    k: v for k, v in paired[(b["dataset"], b["method"])].items() if k not in ("dataset", "method")
+                },
             }
         )
     return out
@@ -109,11 +122,35 @@ def write_report(
     seconds: dict[str, float],
 ) -> dict[str, Any]:
     """summary.json, before_after.png and training_curves.png; returns the summary with its `table`."""
+
+    def ci(v: Any) -> str:
+        return f"[{v[0]:.2f}, {v[1]:.2f}]" if v else ""
+
     rows = [
-        [c["dataset"], c["method"], c["pairs"], *(f"{_f(c[k]['before'])} -> {_f(c[k]['after'])}" for k, _ in METRICS)]
+        [
+            c["dataset"],
+            c["method"],
+            f"{c['pairs']} ({c['label_shares']['1']:.2f})",
+            f"{_f(c['accuracy']['before'])} {ci(c['accuracy_ci']['before'])} -> "
+            f"{_f(c['accuracy']['after'])} {ci(c['accuracy_ci']['after'])}",
+            f"{c['paired']['difference']:+.2f} [{c['paired']['difference_ci'][0]:+.2f}, {c['paired']['difference_ci'][1]:+.2f}]",
+            f"{_f(c['consistency']['before'])} -> {_f(c['consistency']['after'])}",
+            f"{c['paired']['mcnemar_p']:.3f}",
+            *(f"{_f(c[k]['before'])} -> {_f(c[k]['after'])}" for k, _ in METRICS[2:]),
+        ]
         for c in compare
     ]
-    text = table(["dataset", "method", "pairs (x2 orders)", *(label for _, label in METRICS)], rows)
+    heads = [
+        "dataset",
+        "method",
+        "pairs x2 orders (label-1 share)",
+        "both-order acc [95% Wilson]",
+        "after - before [paired 95% CI]",
+        "consistency",
+        "McNemar p",
+        *(label for _, label in METRICS[2:]),
+    ]
+    text = table(heads, rows) + f"\n\n{CI_METHOD}.\n{comparison.METHOD}."
     total = round(sum(seconds.values()), 1)
     summary = {
         "model": model,

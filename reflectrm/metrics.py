@@ -69,18 +69,67 @@ def section_weighted(
     return sum(scores) / len(scores) if scores else None
 
 
-def bootstrap_ci(
-    values: Sequence[float], reps: int = 2000, level: float = 0.95, seed: int = 0
-) -> tuple[float, float] | None:
-    """A percentile bootstrap interval of the mean of per-pair values (1/0 for accuracy or consistency):
-    `reps` resamples of the pairs with replacement, seeded. None when there are no values."""
+Z95 = 1.959963984540054  # the two-sided 95% normal quantile
+
+
+def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion: never a point, also at 0/n and n/n
+    (0/32 -> [0, 0.107]). `successes` may be fractional (a both-order score summed over pairs).
+    None when n is 0."""
+    if n <= 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def pair_scores(preds: Sequence[Pred], preds_swapped: Sequence[Pred], labels: Sequence[int]) -> list[float]:
+    """Each pair's both-order score: the share of its two judgments (as given, swapped) that are right:
+    0, 0.5 or 1. A judge that always names one position scores 0.5 on every pair."""
+    _check(preds, preds_swapped, labels)
+    return [((p == y) + (q == 3 - y)) / 2 for p, q, y in zip(preds, preds_swapped, labels)]
+
+
+def position_preference(*pred_lists: Sequence[Pred]) -> float | None:
+    """The share of valid verdicts that name "Response 1" (0.5 = no position preference; a judge that
+    always answers "Response 1" has 1.0). None: no valid verdict."""
+    valid = [p for preds in pred_lists for p in preds if p is not None]
+    return sum(p == 1 for p in valid) / len(valid) if valid else None
+
+
+def label_shares(labels: Sequence[int]) -> dict[str, float]:
+    """{"1": share of pairs whose gold is Response 1, "2": ...}: the score of a position-constant judge in one order."""
+    n = len(labels)
+    return {str(y): (sum(lab == y for lab in labels) / n if n else 0.0) for y in (1, 2)}
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """The exact two-sided McNemar p-value for b and c discordant pairs: 2 * P(X <= min(b, c)) for
+    X ~ Binomial(b + c, 1/2), capped at 1 (1.0 when there is no discordant pair)."""
+    from math import comb
+
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(comb(n, i) for i in range(min(b, c) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], reps: int = 4000, level: float = 0.95, seed: int = 0
+) -> dict[str, float | tuple[float, float] | None]:
+    """Mean of a - b over the same pairs, with a paired percentile-bootstrap interval: the pairs are
+    resampled (seeded) and both scores of a pair move together, so what the two share cancels."""
     import random
 
-    n = len(values)
+    n = _check(a, b)
     if not n:
-        return None
+        return {"difference": None, "ci": None}
+    diffs = [x - y for x, y in zip(a, b)]
     rng = random.Random(seed)
-    means = sorted(sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
+    means = sorted(sum(diffs[rng.randrange(n)] for _ in range(n)) / n for _ in range(reps))
     lo = means[int((1 - level) / 2 * reps)]
     hi = means[min(reps - 1, int((1 + level) / 2 * reps))]
-    return lo, hi
+    return {"difference": sum(diffs) / n, "ci": (lo, hi)}

@@ -66,10 +66,21 @@ def plot_curves(panels: Sequence[tuple[str, Sequence[dict[str, Any]], Sequence[s
 
 
 METRIC_TITLES = {
-    "accuracy": "accuracy (given order)",
-    "consistency": "positional consistency (right in both orders)",
+    "accuracy": "both-order accuracy (95% Wilson)",
+    "consistency": "positional consistency (right in both orders, 95% Wilson)",
+    "position_preference": "says Response 1 (0.5 = no position preference)",
     "valid_judgment_rate": "valid-format judgments",
 }
+
+
+def _errors(values: Sequence[float], cis: Sequence[Any]) -> Any:
+    """Matplotlib's yerr for bars with intervals (None: a bar without one)."""
+    if not any(cis):
+        return None
+    return [
+        [v - ci[0] if ci else 0.0 for v, ci in zip(values, cis)],
+        [ci[1] - v if ci else 0.0 for v, ci in zip(values, cis)],
+    ]
 
 
 def plot_methods(results: Sequence[dict[str, Any]], path: Path, title: str = "") -> None:
@@ -83,11 +94,11 @@ def plot_methods(results: Sequence[dict[str, Any]], path: Path, title: str = "")
     width = 0.8 / len(methods)
     for ax, (key, title) in zip(axes, METRIC_TITLES.items()):
         for k, method in enumerate(methods):
-            values = [
-                next((r[key] or 0.0 for r in results if r["dataset"] == d and r["method"] == method), 0.0)
-                for d in datasets
-            ]
-            bars = ax.bar([i + k * width for i in range(len(datasets))], values, width, label=method)
+            mine = [next((r for r in results if r["dataset"] == d and r["method"] == method), {}) for d in datasets]
+            values = [r.get(key) or 0.0 for r in mine]
+            cis = [r.get(f"{key}_ci") for r in mine]
+            xs = [i + k * width for i in range(len(datasets))]
+            bars = ax.bar(xs, values, width, label=method, yerr=_errors(values, cis), capsize=2)
             ax.bar_label(bars, fmt="%.2f", fontsize=6)
         ticks = [i + width * (len(methods) - 1) / 2 for i in range(len(datasets))]
         ax.set_xticks(ticks, [_label(d, f"({items[d]} pairs)") for d in datasets], fontsize=8)
@@ -111,7 +122,9 @@ def plot_before_after(compare: Sequence[dict[str, Any]], path: Path, title: str)
     xs = list(range(len(compare)))
     for ax, (m, name) in zip(axes, METRIC_TITLES.items()):
         for shift, when in ((-0.2, "before"), (0.2, "after")):
-            bars = ax.bar([x + shift for x in xs], [c[m][when] or 0 for c in compare], 0.4, label=when)
+            values = [c[m][when] or 0 for c in compare]
+            cis = [c.get(f"{m}_ci", {}).get(when) for c in compare]
+            bars = ax.bar([x + shift for x in xs], values, 0.4, label=when, yerr=_errors(values, cis), capsize=2)
             ax.bar_label(bars, fmt="%.2f", fontsize=6)  # a 0.00 bar is visible as its label
         ax.set_xticks(xs, labels, fontsize=7)
         ax.set_ylim(0, 1.05)

@@ -21,10 +21,16 @@ class DataConfig:
     limit: int | None = None  # at most this many pairs (training: rows)
     on_bad_row: Literal["error", "skip"] = "error"  # skip: count bad rows instead of stopping
     held_out: int = 0  # training only: preference items kept apart for the greedy check (never trained on)
+    # given | both | random (reflectrm.data.orders): the order each pair is shown in. None: the job's
+    # default (training: both, build_data: random; the score job judges pairs as given)
+    orders: str | None = None
 
     def __post_init__(self) -> None:
+        from reflectrm.data.orders import check_orders
+
         if self.held_out < 0:
             raise ValueError(f"data.held_out={self.held_out}: must be >= 0")
+        check_orders(self.orders)
 
 
 def load_source(data: DataConfig, seed: int) -> tuple[list[PreferencePair], dict[str, Any]]:

@@ -29,12 +29,21 @@ class OptimConfig:
 @dataclasses.dataclass(frozen=True)
 class GRPOConfig:
     n: int = 8  # rollouts per prompt (method.md §3): the same N as judge.n, one name for it everywhere
-    temperature: float = 1.0
-    top_p: float = 1.0
+    temperature: float = 1.0  # the loss's log-probs are taken at this temperature too (logits / temperature)
+    top_p: float = 1.0  # only 1.0: a nucleus is a truncated distribution the loss does not model
     max_new_tokens: int = 256
     clip: float = 0.2
     kl_coef: float = 0.0  # > 0: KL to the reference policy with the low-variance estimator (0.001 in the sibling code)
     reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+
+    def __post_init__(self) -> None:
+        if self.temperature < 0:
+            raise ValueError(f"grpo.temperature={self.temperature}: must be >= 0 (1.0 by default; 0 is greedy)")
+        if self.top_p != 1.0:
+            raise ValueError(
+                f"grpo.top_p={self.top_p}: rollouts from a nucleus come from a truncated distribution, while the loss "
+                "takes log-probs over the whole vocabulary, so the update would be off-policy: use grpo.top_p=1.0"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +75,9 @@ class TrainerConfig:
     # is over this many tokens: memory follows prompt length, not only micro_batch (8 reflection rollouts
     # of ~1,700 tokens held 16.5 GB on SmolLM2). The same gradients (one loss normalizer). 0: no limit.
     micro_batch_tokens: int = 8192
+    # GRPO's update encodes each prompt once and packs its rollouts after it (reflectrm/training/packing.py):
+    # the same loss and gradients; false: one [prompt, completion] row per rollout
+    shared_prefix: bool = True
     max_failures: int = 1  # worker-group restarts from the last checkpoint
     keep_checkpoints: int = 2
     # Who writes GRPO's rollouts (reflectrm/training/rollout_engine.py): hf, the model being trained; vllm, a

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from reflectrm.data.codec import pair_from_row
 from reflectrm.data.items import Critique, ItemRowError, TrainingItem, read_items
+from reflectrm.data.orders import TWIN, orient_items, orient_pairs
 from reflectrm.data.sources import DataConfig, load_source
 from reflectrm.prompts import render_judgment
 from reflectrm.records import PreferencePair
@@ -24,9 +25,24 @@ class TrainingDataError(ValueError):
     """The training data cannot be used as given; the message names the file and the fix."""
 
 
+TRAINING_ORDERS = "both"  # the default of `data.orders` in training: every pair in both orders
+
+
+def check_step_orders(recipe: str, data: DataConfig, prompts_per_worker: int) -> None:
+    """Under orders=both a rollout step holds each pair in both orders: its prompts come in twos."""
+    if recipe != "sft" and (data.orders or TRAINING_ORDERS) == "both" and prompts_per_worker % 2:
+        raise TrainingDataError(
+            f"trainer.prompts_per_worker={prompts_per_worker} with data.orders=both: a step holds each pair in both "
+            "orders, so it must be even (or set data.orders=random)"
+        )
+
+
 def load_items(recipe: str, data: DataConfig, seed: int) -> tuple[list[TrainingItem], list[TrainingItem], list[str]]:
-    """(training items, held-out preference items, notes for the user)."""
+    """(training items, held-out preference items, notes for the user). The training items are in
+    `data.orders` (default both: an item's swapped twin follows it, and `interleave` keeps them together,
+    so with an even batch they land in the same step)."""
     notes: list[str] = []
+    orders = data.orders or TRAINING_ORDERS
     if data.format == "mix":
         rows = _mix_items(Path(data.path), recipe)
     elif recipe == "sft" and data.format != "synthetic":
@@ -35,7 +51,9 @@ def load_items(recipe: str, data: DataConfig, seed: int) -> tuple[list[TrainingI
         pairs, _ = load_source(dataclasses.replace(data, limit=None), seed)  # data.limit counts training items
         rows = [TrainingItem.preference(p) for p in pairs]
         if recipe == "sft":  # synthetic: the set's own checkable target judgments, of BOTH tasks (4:1)
-            rows = [sft_target_item(p, seed, critique=k % 5 == 4) for k, p in enumerate(pairs)]
+            pairs = orient_pairs(pairs, orders, seed)  # label-balanced targets: each pair's own, in its order
+            per_pair = 2 if orders == "both" else 1  # twins share their task
+            rows = [sft_target_item(p, seed, critique=k // per_pair % 5 == 4) for k, p in enumerate(pairs)]
     if recipe == "rft":  # method.md §2.6: the preference items of the SAME mix (ratio 1:0 on the same items)
         rows = [r for r in rows if r.task == "response"]
         if data.format == "mix" and Path(data.path).name == "pref.parquet":
@@ -45,13 +63,24 @@ def load_items(recipe: str, data: DataConfig, seed: int) -> tuple[list[TrainingI
             )
     if recipe == "grpo" and not any(r.task == "critique" for r in rows):
         notes.append("no reflection items in the data: this run is RFT (preference items only)")
-    pref = sorted((r for r in rows if r.task == "response"), key=lambda r: derive_seed(seed, "held-out", r.id))
+    pref = sorted(
+        (r for r in rows if r.task == "response" and not r.id.endswith(TWIN)),
+        key=lambda r: derive_seed(seed, "held-out", r.id),
+    )
     held_ids = {r.id for r in pref[: data.held_out]}
     held = [r for r in pref if r.id in held_ids]
-    train = [r for r in rows if r.id not in held_ids]
+    train = [r for r in rows if r.id.removesuffix(TWIN) not in held_ids]  # a held-out pair's twin too
+    if recipe != "sft" or data.format != "synthetic":  # the synthetic SFT set was oriented as pairs, above
+        fixed = sum(r.target is not None for r in train)
+        if orders != "given" and fixed:
+            notes.append(f"data.orders={orders}: {fixed} items carry a fixed target text and keep their given order")
+        train = orient_items(train, orders, seed)
     train = interleave(train, derive_seed(seed, "order"))
     if data.limit is not None:
-        train = train[: data.limit]
+        cut = data.limit
+        if 0 < cut < len(train) and _unit(train[cut]) == _unit(train[cut - 1]):
+            cut -= 1  # never cut between an item and its twin
+        train = train[:cut]
     return train, held, notes
 
 
@@ -68,21 +97,28 @@ def checkable_mix(n_pairs: int, seed: int = 3) -> list[TrainingItem]:
     return items
 
 
+def _unit(item: TrainingItem) -> str:
+    return item.id.removesuffix(TWIN)
+
+
 def interleave(rows: list[TrainingItem], seed: int) -> list[TrainingItem]:
     """The rows in a seeded random order within each task, the tasks spread evenly: every prefix keeps
     the mix's ratio (4:1 gives one critique item in each run of five), so a short run, or any step of a
     long one, trains on both tasks as the mix says, rather than on what a plain shuffle happened to
-    put first."""
+    put first. An item and its swapped twin (orders=both) move as one unit, side by side."""
     rng = random.Random(seed)
-    groups = [[r for r in rows if r.task == task] for task in ("response", "critique")]
+    units: dict[str, list[TrainingItem]] = {}
+    for r in rows:
+        units.setdefault(_unit(r), []).append(r)
+    groups = [[u for u in units.values() if u[0].task == task] for task in ("response", "critique")]
     for g in groups:
         rng.shuffle(g)
     groups = [g for g in groups if g]
     out: list[TrainingItem] = []
     taken = [0] * len(groups)
-    while len(out) < len(rows):  # the task furthest behind its share goes next (ties: the preference task)
+    while sum(taken) < len(units):  # the task furthest behind its share goes next (ties: the preference task)
         k = min(range(len(groups)), key=lambda i: ((taken[i] + 0.5) / len(groups[i]), i))
-        out.append(groups[k][taken[k]])
+        out += groups[k][taken[k]]
         taken[k] += 1
     return out
 
@@ -97,7 +133,9 @@ def sft_target_item(pair: PreferencePair, seed: int, critique: bool = False) -> 
     analysis, label = target_analysis(pair), int(pair.label)  # type: ignore[arg-type]
     if not critique:
         return TrainingItem.preference(pair).with_target(render_judgment(analysis, label))
-    good = 1 if random.Random(derive_seed(seed, pair.id, "critique-order")).random() < 0.5 else 2
+    base = pair.id.removesuffix(TWIN)  # a swapped twin shows its critiques in the other order too
+    good = 1 if random.Random(derive_seed(seed, base, "critique-order")).random() < 0.5 else 2
+    good = 3 - good if base != pair.id else good
     right, wrong = Critique(analysis, label), Critique(analysis, 3 - label)
     c1, c2 = (right, wrong) if good == 1 else (wrong, right)
     why = (

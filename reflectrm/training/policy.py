@@ -23,6 +23,7 @@ from reflectrm.engines.base import GenerationRequest, SamplingParams, generate_e
 from reflectrm.engines.hf import HFEngine
 from reflectrm.training.config import GRPOConfig
 from reflectrm.training.objectives import grade, group_advantages, grpo_loss, sft_labels
+from reflectrm.training.packing import packed_batch, packed_logprobs
 from reflectrm.training.rollout_engine import logprob_diff
 
 
@@ -102,8 +103,9 @@ def policy_batch(
     return {"input_ids": ids, "attention_mask": attn, "completion_mask": gen}
 
 
-def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """[B, T-1]: log p(token t+1 | tokens <= t) under `model` (temperature 1).
+def token_logprobs(model: Any, batch: dict[str, torch.Tensor], temperature: float = 1.0) -> torch.Tensor:
+    """[B, T-1]: log p(token t+1 | tokens <= t) under `model` at `temperature` (the distribution the
+    rollouts were sampled from: logits / temperature, as the samplers do).
 
     Judge prompts are long and answers short: with a `completion_mask`, the vocabulary projection
     and softmax run only from the first completion position on (`logits_to_keep`); earlier
@@ -115,6 +117,8 @@ def token_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     start = int(mask.any(dim=0).float().argmax()) if mask is not None and bool(mask.any()) else 0
     keep = torch.arange(start, width, device=device)
     logits = model(input_ids=ids, attention_mask=attn, use_cache=False, logits_to_keep=keep).logits.float()
+    if temperature not in (0.0, 1.0):  # 0: greedy, a point mass the loss cannot take: plain log-probs
+        logits = logits / temperature
     logp = torch.gather(F.log_softmax(logits, dim=-1), 2, ids[:, start + 1 :].unsqueeze(-1)).squeeze(-1)
     return F.pad(logp, (start, 0)) if start else logp
 
@@ -127,30 +131,48 @@ def grpo_loss_on(
     ref_model: Any = None,
     advantages: torch.Tensor | None = None,
     normalizer: float | None = None,
+    packs: Sequence[Sequence[int]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """The GRPO loss of (a micro-batch of) rollouts; call .backward() on it.
 
     advantages  default: group-normalised from `rollouts.rewards` (pass them when `rollouts` is a
                 micro-batch: groups are normalised over the whole step's rollouts)
     normalizer  default: this batch's token count (a trainer passes the whole step's)
+    packs       rollout indices grouped by shared prompt (packing.prefix_packs): each prompt is encoded
+                once, its completions packed after it; None: one [prompt, completion] row per rollout
     ref_model   the frozen reference of the KL term; for LoRA pass the peft model itself (its
                 adapters are disabled for the reference pass)
     One update per rollout batch (as in the paper's GRPO), so the sampling policy IS the current
     one: old log-probs are the current ones detached (ratio 1, gradient A * grad log p).
     info's `logprob_diff_sum` / `logprob_diff_tokens`: |the engine's log-prob - the policy's| over the
     sampled tokens, the check that the rollout engine held the policy's weights."""
-    batch = policy_batch(rollouts.prompt_ids, rollouts.completion_ids, pad_id)
     adv = group_advantages(rollouts.rewards, cfg.n) if advantages is None else advantages
+    if packs is None:
+        batch = policy_batch(rollouts.prompt_ids, rollouts.completion_ids, pad_id)
+
+        def logprobs(m: Any) -> torch.Tensor:
+            return token_logprobs(m, batch, cfg.temperature)
+
+        mask, starts = batch["completion_mask"], [len(p) for p in rollouts.prompt_ids]
+    else:  # each prompt once, its completions packed after it (reflectrm/training/packing.py)
+        packed = packed_batch(
+            [rollouts.prompt_ids[p[0]] for p in packs], [[rollouts.completion_ids[i] for i in p] for p in packs], pad_id
+        )
+
+        def logprobs(m: Any) -> torch.Tensor:
+            return packed_logprobs(m, packed, cfg.temperature)
+
+        mask, starts = packed["mask"], [1] * len(rollouts.prompt_ids)  # completion tokens from column 0
     ref = None
     if cfg.kl_coef and ref_model is not None:
         with torch.no_grad():
             if hasattr(ref_model, "disable_adapter"):  # peft: the base model is the reference
                 with ref_model.disable_adapter():
-                    ref = token_logprobs(ref_model, batch)
+                    ref = logprobs(ref_model)
             else:
-                ref = token_logprobs(ref_model, batch)
-    logp = token_logprobs(model, batch)
-    mask = batch["completion_mask"].to(logp.device)
+                ref = logprobs(ref_model)
+    logp = logprobs(model)  # the sampling distribution's, at grpo.temperature
+    mask = mask.to(logp.device)
     loss, info = grpo_loss(
         logp,
         logp.detach(),
@@ -161,9 +183,7 @@ def grpo_loss_on(
         cfg.kl_coef,
         normalizer,
     )
-    diff, counted = logprob_diff(
-        logp, mask, [len(p) for p in rollouts.prompt_ids], rollouts.engine_logprobs or [()] * len(rollouts.prompt_ids)
-    )
+    diff, counted = logprob_diff(logp, mask, starts, rollouts.engine_logprobs or [()] * len(rollouts.prompt_ids))
     return loss, {**info, "tokens": float(mask.sum()), "logprob_diff_sum": diff, "logprob_diff_tokens": counted}
 
 

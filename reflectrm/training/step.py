@@ -22,6 +22,7 @@ from reflectrm.seeds import derive_seed
 from reflectrm.training.config import LoopConfig
 from reflectrm.training.dist import all_max, all_sum, all_sum_named, world
 from reflectrm.training.objectives import group_advantages
+from reflectrm.training.packing import prefix_packs
 from reflectrm.training.policy import Rollouts, grpo_loss_on, micro_batches, rollout, sft_loss_on, zero_loss
 from reflectrm.training.worker import Worker
 
@@ -85,6 +86,16 @@ def step_metrics(tot: dict[str, float], size: int, grad_norm: float, lr: float) 
     return m
 
 
+def update_chunks(ro: Rollouts, cfg: LoopConfig) -> list[list[list[int]]]:
+    """The update's micro-batches, each a list of packs of rollout indices: with trainer.shared_prefix the
+    rollouts of one prompt share a pack (one encoding of the prompt), else every rollout is its own."""
+    t = cfg.trainer
+    if t.shared_prefix:
+        return prefix_packs(ro.prompt_ids, ro.completion_ids, t.micro_batch, t.micro_batch_tokens)
+    lengths = [len(p) + len(c) for p, c in zip(ro.prompt_ids, ro.completion_ids)]
+    return [[[i] for i in chunk] for chunk in micro_batches(lengths, t.micro_batch, t.micro_batch_tokens)]
+
+
 def grpo_step(worker: Worker, rows: list[TrainingItem], step: int) -> dict[str, float]:
     """One GRPO step on this worker's items (every worker calls it: the loss and metrics are collectives)."""
     cfg, strategy = worker.cfg, worker.strategy
@@ -104,14 +115,19 @@ def grpo_step(worker: Worker, rows: list[TrainingItem], step: int) -> dict[str, 
     strategy.module.train()
     pad = worker.engine.tokenizer.pad_token_id
     loss_sum = kl_sum = diff_sum = diff_tokens = 0.0
-    lengths = [len(p) + len(c) for p, c in zip(ro.prompt_ids, ro.completion_ids)]
-    chunks = micro_batches(lengths, cfg.trainer.micro_batch, cfg.trainer.micro_batch_tokens)
-    count = all_max(max(len(chunks), cfg.grad_accum()))  # the same count on every worker
+    chunks = update_chunks(ro, cfg)
+    count = all_max(max(len(chunks), 1 if cfg.trainer.shared_prefix else cfg.grad_accum()))  # equal on every worker
     for k in range(count):
-        idx = chunks[k] if k < len(chunks) else []
+        packs = chunks[k] if k < len(chunks) else []
+        idx = [i for p in packs for i in p]
         if not idx:  # fewer rollouts here (prompts too long): a zero loss keeps the collectives in step
             strategy.backward(zero_loss(strategy.module), last=k == count - 1)
             continue
+        at = 0
+        local = []  # the packs' indices within this micro-batch
+        for p in packs:
+            local.append(list(range(at, at + len(p))))
+            at += len(p)
         with strategy.autocast():
             loss, info = grpo_loss_on(
                 strategy.forward_model(),
@@ -121,6 +137,7 @@ def grpo_step(worker: Worker, rows: list[TrainingItem], step: int) -> dict[str, 
                 ref_model=worker.ref,
                 advantages=adv[idx],
                 normalizer=normalizer,
+                packs=local if cfg.trainer.shared_prefix else None,
             )
         strategy.backward(loss, last=k == count - 1)
         loss_sum += float(loss.detach())

@@ -13,6 +13,7 @@ batches are skipped. Randomness is derived from (seed, item id, step), so nothin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -58,8 +59,10 @@ def run_loop(
     step = 0
     resume = session.checkpoint_dir()
     if resume is not None:
+        state = json.loads((resume / "state.json").read_text())
+        check_resume(cfg, state, resume)
         strategy.load(resume)
-        step = json.loads((resume / "state.json").read_text())["step"]
+        step = state["step"]
     log = RunLog(session.output)
     if rank == 0:
         log.start(step, total, size)
@@ -114,8 +117,39 @@ def _checkpoint(worker: Worker, output: Path, step: int, epoch: int, total: int)
     ckpt.mkdir(parents=True, exist_ok=True)
     worker.strategy.save(ckpt)
     if rank == 0:
-        (ckpt / "state.json").write_text(json.dumps({"step": step, "epoch": epoch}))
+        state = {"step": step, "epoch": epoch, "settings": resume_settings(worker.cfg)}
+        (ckpt / "state.json").write_text(json.dumps(state))
     return ckpt
+
+
+def resume_settings(cfg: LoopConfig) -> dict[str, Any]:
+    """What a checkpoint's optimizer and model state depend on: a resume under other values would mix two
+    runs (the optimizer keeps the checkpoint's learning rate, for one), so it is refused."""
+    flat = {"recipe": cfg.recipe, "seed": cfg.seed, "model.name": cfg.model.name}
+    for section in ("optim", "grpo"):
+        for k, v in dataclasses.asdict(getattr(cfg, section)).items():
+            flat[f"{section}.{k}"] = list(v) if isinstance(v, tuple) else v
+    t = cfg.trainer
+    flat |= {
+        "trainer.finetune": t.finetune,
+        "trainer.lora": dataclasses.asdict(t.lora) if t.finetune == "lora" else None,
+    }
+    return json.loads(json.dumps(flat))  # as the checkpoint holds them (tuples -> lists)
+
+
+def check_resume(cfg: LoopConfig, state: dict[str, Any], where: Path) -> None:
+    """A ValueError naming every setting that differs from the checkpoint's (one saved without them passes)."""
+    saved = state.get("settings")
+    if saved is None:
+        return
+    now = resume_settings(cfg)
+    differ = [f"{k}={saved.get(k)!r} there, {v!r} now" for k, v in now.items() if saved.get(k) != v]
+    if differ:
+        raise ValueError(
+            f"the checkpoint {where} was made with other settings ({'; '.join(differ)}): resuming would mix two runs "
+            "(the optimizer would keep the checkpoint's learning rate). Set them back to resume, or train into "
+            "another output folder"
+        )
 
 
 def _fail_once(cfg: LoopConfig, output: Path, step: int) -> None:

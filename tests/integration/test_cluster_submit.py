@@ -90,7 +90,7 @@ def test_train_and_score_jobs_on_a_two_node_cluster(cluster, tmp_path):
         "grpo.max_new_tokens=8",
         "trainer.num_workers=2",
         "trainer.cpus_per_worker=0.5",
-        "trainer.prompts_per_worker=1",
+        "trainer.prompts_per_worker=2",  # one pair in both orders (data.orders=both)
         "eval_every=0",
         "checkpoint_every=1",
         f"output={train_out}",

@@ -26,7 +26,7 @@ def test_heldout_pairs_never_appear_in_training():
 def test_main_job_smoke(ray_local, tmp_path, capsys):
     summary = main(["--config", "jobs/configs/main_smoke.yaml", f"output={tmp_path}"])
     printed = capsys.readouterr().out
-    assert "accuracy" in printed and "valid format" in printed and "->" in printed
+    assert "both-order acc" in printed and "McNemar p" in printed and "says Response 1" in printed and "->" in printed
     assert list(summary["seconds"]) == [
         "evaluate before",
         "warm start (sft)",
@@ -40,8 +40,14 @@ def test_main_job_smoke(ray_local, tmp_path, capsys):
         ("synthetic", m) for m in ("greedy", "majority", "reflect")
     ]
     for r in saved["results"]:
-        for key in ("accuracy", "consistency", "valid_judgment_rate"):
+        for key in ("accuracy", "consistency", "position_preference", "valid_judgment_rate"):
             assert all(v is None or 0 <= v <= 1 for v in r[key].values())
+        lo, hi = r["accuracy_ci"]["after"]  # Wilson: never a point
+        assert lo < hi and lo <= r["accuracy"]["after"] <= hi
+        assert r["label_shares"] == {"1": 0.5, "2": 0.5}  # 4 held-out pairs, label-balanced
+        p = r["paired"]
+        assert p["pairs"] == 4 and 0 <= p["mcnemar_p"] <= 1
+        assert p["difference"] == pytest.approx(r["accuracy"]["after"] - r["accuracy"]["before"])
     assert saved["grpo"]["steps"] == 1
     after = json.loads((tmp_path / "eval_after" / "results.json").read_text())
     assert after["model"] == str(tmp_path / "grpo" / "final")  # the second evaluation judged the trained export

@@ -106,12 +106,18 @@ def test_evaluate_contract_end_to_end(ray_local, tmp_path):
         assert r["n_items"] == 4
         for key in ("accuracy", "accuracy_swapped", "consistency", "invalid_rate", "tokens_per_item"):
             assert isinstance(r[key], float) and 0 <= r[key] <= (1 if key != "tokens_per_item" else 8 * 2)
-        assert r["consistency"] <= min(r["accuracy"], r["accuracy_swapped"])
+        assert r["consistency"] <= r["accuracy"] and r["label_shares"] == {"1": 0.5, "2": 0.5}  # a balanced limit
+        assert r["accuracy"] == pytest.approx((r["accuracy_given"] + r["accuracy_swapped"]) / 2)  # both orders
+        assert r["position_preference"] is None or 0 <= r["position_preference"] <= 1
     greedy, majority, reflect = data["results"]
     assert greedy["tokens_per_item"] <= 8 < reflect["tokens_per_item"]  # one judgment vs n=2
     assert majority["tokens_per_item"] <= reflect["tokens_per_item"]  # majority = reflect's stage 1
     assert (out / "results.png").stat().st_size > 1000 and "| llmbar/natural | reflect" in (
         out / "results.md"
     ).read_text()
+    assert "Wilson" in data["ci_method"] and "label-balanced" in data["sampling"]
+    from reflectrm.cli import main as cli
+
+    assert cli(["compare", str(out), str(out / "results.json"), "--json"]) == 0  # a run against itself: paired, 0
     parts = [r["id"] for p in (out / "parts").glob("part-*.parquet") for r in pq.read_table(p).to_pylist()]
     assert len(parts) == len(set(parts)) == 4 * 2 * 2  # 4 pairs x (greedy, reflect) x 2 orders; majority needs no run

@@ -123,10 +123,11 @@ def test_zero3_with_lora_syncs_the_gathered_merged_weights_into_vllm(runs, tmp_p
     folder = tmp_path / "zero3_lora_vllm"
     lora = ["trainer.finetune=lora", "trainer.lora.rank=8", "optim.lr=1e-2"]
     zero3 = ["trainer.strategy=deepspeed", "trainer.zero_stage=3"]
-    main(runs["common"] + zero3 + lora + ["trainer.rollout_engine=vllm", f"output={folder}"])
+    main(runs["common"] + zero3 + lora + ["trainer.rollout_engine=vllm", "max_steps=3", f"output={folder}"])
     rows = metrics(folder)
-    assert [m["step"] for m in rows] == [1, 2]
-    assert rows[0]["loss"] != 0 and rows[0]["grad_norm"] > 0  # step 1 moved the adapters: step 2's sync matters
+    assert [m["step"] for m in rows] == [1, 2, 3]
+    # a step before the last moved the adapters (its groups' rewards varied), so a later sync mattered
+    assert any(m["signal_group_rate"] > 0 and m["grad_norm"] > 0 for m in rows[:-1]), rows
     for m in rows:
         assert m["rollout_logprob_diff"] < 1e-3 and m["completion_tokens"] > 0, m
 

@@ -1,7 +1,8 @@
 """The strategies (reflectrm/training/strategies.py) on 2 processes with gloo and no Ray cluster, GRPO on
 `tiny-judge` (rewards vary, so the loss is a real policy gradient):
 
-- DDP, FSDP2, DeepSpeed ZeRO-2 and ZeRO-3 give the same losses step for step (the one place this is proved;
+- DDP, FSDP2, DeepSpeed ZeRO-2 and ZeRO-3 give the same losses step for step, all with the shared-prefix
+  update, and DDP's equals the plain update's (grad norms and all) (the one place this is proved;
   the Ray Train integration test keeps one run for failure, restart and re-run);
 - each strategy's checkpoint loads back: a run stopped after step 1 and started again from its step-1
   checkpoint gives the step-2 loss of the run straight through (model, optimizer and scheduler restored).
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.timeout(600)
 
 SIZE = 2
 STRATEGIES = {"ddp": ("ddp", 2), "fsdp2": ("fsdp2", 2), "zero2": ("deepspeed", 2), "zero3": ("deepspeed", 3)}
+PLAIN = "ddp_plain"  # DDP with one [prompt, completion] row per rollout (trainer.shared_prefix=false), straight only
 
 
 class RankSession:
@@ -70,14 +72,19 @@ def run_rank(rank: int, port: int, name: str, mix: str, root: str) -> None:
     os.environ.update(env | {"LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(SIZE)})
     torch.set_num_threads(1)
     dist.init_process_group("gloo", rank=rank, world_size=SIZE)
-    strategy, zero = STRATEGIES[name]
+    strategy, zero = STRATEGIES["ddp" if name == PLAIN else name]
     cfg = LoopConfig(
         recipe="grpo",
         model=ModelConfig(name="tiny-judge"),
         grpo=GRPOConfig(n=4, max_new_tokens=40, kl_coef=0.01),
         optim=OptimConfig(lr=1e-3),
         trainer=TrainerConfig(
-            strategy=strategy, zero_stage=zero, prompts_per_worker=2, micro_batch=4, rollout_engine="hf"
+            strategy=strategy,
+            zero_stage=zero,
+            prompts_per_worker=2,
+            micro_batch=4,
+            rollout_engine="hf",
+            shared_prefix=name != PLAIN,
         ),
         max_steps=2,
         checkpoint_every=1,
@@ -85,7 +92,8 @@ def run_rank(rank: int, port: int, name: str, mix: str, root: str) -> None:
     )
     items = read_items(mix)
     try:
-        for run, steps in (("straight", 2), ("resumed", 1), ("resumed", 2)):  # the second "resumed" starts at step 1
+        runs = (("straight", 2),) if name == PLAIN else (("straight", 2), ("resumed", 1), ("resumed", 2))
+        for run, steps in runs:  # the second "resumed" starts at step 1
             out = Path(root) / name / run
             train_worker(dataclasses.replace(cfg, max_steps=steps), RankSession(items, rank, out), 4, [])
     finally:
@@ -104,7 +112,7 @@ def runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("strategies")
     mix = write_toy_mix(root / "mix.parquet", 10)
-    for name in STRATEGIES:
+    for name in (*STRATEGIES, PLAIN):
         mp.spawn(run_rank, args=(free_port(), name, str(mix), str(root)), nprocs=SIZE, join=True)
     return root
 
@@ -120,6 +128,13 @@ def test_ddp_fsdp2_zero2_and_zero3_give_the_same_losses(runs):
         other = metrics(runs / name / "straight")
         for key in ("loss", "reward_mean", "completion_tokens", "kl"):
             assert [m[key] for m in other] == pytest.approx([m[key] for m in ddp], rel=1e-4, abs=1e-6), (name, key)
+
+
+def test_the_shared_prefix_update_equals_the_plain_one_under_ddp(runs):
+    shared, plain = metrics(runs / "ddp" / "straight"), metrics(runs / PLAIN / "straight")
+    for key in ("loss", "grad_norm", "kl", "reward_mean", "completion_tokens"):  # step 2 follows step 1's update
+        assert [m[key] for m in shared] == pytest.approx([m[key] for m in plain], rel=1e-5, abs=1e-7), key
+    assert all(m["grad_norm"] > 0 for m in plain)
 
 
 @pytest.mark.parametrize("name", list(STRATEGIES))

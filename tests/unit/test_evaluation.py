@@ -43,7 +43,9 @@ ROWS = [  # 3 pairs, both orders. Gold: p1 -> 1, p2 -> 2, p3 -> 1 (swapped: flip
 def test_metrics_for_hand_computed():
     m = metrics_for(ROWS, "reflect", "preferred", swap=True)
     assert m["n_items"] == 3
-    assert m["accuracy"] == pytest.approx(2 / 3)  # p1, p2
+    assert m["accuracy_given"] == pytest.approx(2 / 3)  # p1, p2
+    assert m["accuracy"] == pytest.approx(4 / 6)  # both orders: p1 twice, p2 given, p3 swapped
+    assert m["position_preference"] == pytest.approx(1 / 5)  # 5 valid verdicts, one says "1"
     assert m["accuracy_swapped"] == pytest.approx(2 / 3)  # p1 (2), p3 (2); p2 says 2, gold 1
     assert m["consistency"] == pytest.approx(1 / 3)  # only p1
     assert m["flip_rate"] == pytest.approx(1 / 2)  # of p1, p2 (p3 has no verdict as given): p2 flips
@@ -51,7 +53,7 @@ def test_metrics_for_hand_computed():
     assert m["tokens_per_item"] == 30 and m["prompt_tokens_per_item"] == 300
     assert m["cost_vs_majority"] == {"generated_tokens": 1.5, "prompt_tokens": 3.0}
     maj = metrics_for(ROWS, "majority", "majority", swap=True)
-    assert maj["accuracy"] == pytest.approx(2 / 3) and maj["accuracy_swapped"] == pytest.approx(
+    assert maj["accuracy_given"] == pytest.approx(2 / 3) and maj["accuracy_swapped"] == pytest.approx(
         2 / 3
     )  # p1, p2 | p2, p3
     assert maj["consistency"] == pytest.approx(1 / 3)  # only p2 (p1's majority is wrong when swapped)
@@ -87,8 +89,12 @@ def test_evaluate_rows_reports_subsets_and_weighting():
         name, held_out = "d", False
 
     out = evaluate_rows(D, rows, ["reflect"], ["reflect"], True, None)[0]
-    assert [(s["subset"], s["n_items"], s["accuracy"]) for s in out["subsets"]] == [("s1", 2, 1.0), ("s2", 1, 0.0)]
-    assert out["weighted_accuracy"] == pytest.approx(0.5)  # macro over s1, s2 (plain accuracy: 2/3)
+    assert [(s["subset"], s["n_items"], s["accuracy_given"]) for s in out["subsets"]] == [
+        ("s1", 2, 1.0),
+        ("s2", 1, 0.0),
+    ]
+    assert [s["accuracy"] for s in out["subsets"]] == [0.75, 0.5]  # both orders: p1 2/2 + p2 1/2; p3 1/2
+    assert out["weighted_accuracy"] == pytest.approx(0.625)  # macro over s1, s2
 
 
 def test_load_dataset_names_limits_round_robin_and_held_out(tmp_path):
@@ -97,7 +103,8 @@ def test_load_dataset_names_limits_round_robin_and_held_out(tmp_path):
             json.dumps([{"input": f"q{i}", "output_1": "x", "output_2": "y", "label": 1} for i in range(n)])
         )
     d = load_dataset(f"llmbar:{tmp_path}/a.json+{tmp_path}/b.json", 3, "error", 0, ["judgebench"])
-    assert d.name == "llmbar" and [p.id for p in d.pairs] == ["a:1", "b:1", "a:2"] and not d.held_out
+    assert d.name == "llmbar" and len(d.pairs) == 3 and not d.held_out
+    assert {p.id[0] for p in d.pairs} == {"a", "b"}  # a limit samples from every file (seeded, by label)
     d = load_dataset(f"mine=llmbar:{tmp_path}/a.json", None, "error", 0, ["llmbar"])
     assert d.name == "mine" and len(d.pairs) == 3 and d.held_out
     assert load_dataset(f"llmbar:{tmp_path}/b.json", None, "error", 0, []).name == "llmbar/b"

@@ -23,6 +23,7 @@ LAYERS = (
         "reflectrm.report",
         "reflectrm.rewards",
         "reflectrm.metrics",
+        "reflectrm.comparison",
         "reflectrm.ranking",
         "reflectrm.seeds",
     ),

@@ -35,15 +35,3 @@ def test_invalid_rate_over_all_lists():
 def test_length_mismatch_is_an_error():
     with pytest.raises(ValueError, match="differ in length"):
         accuracy([1], [1, 2])
-
-
-def test_bootstrap_interval_covers_the_mean_and_narrows_with_more_pairs():
-    from reflectrm.metrics import bootstrap_ci
-
-    small = [1, 0, 1, 1, 0, 1, 0, 1]
-    lo, hi = bootstrap_ci(small)
-    assert lo <= sum(small) / len(small) <= hi and 0 <= lo < hi <= 1
-    assert bootstrap_ci(small) == (lo, hi)  # seeded
-    lo2, hi2 = bootstrap_ci(small * 16)
-    assert hi2 - lo2 < hi - lo
-    assert bootstrap_ci([1, 1, 1]) == (1.0, 1.0) and bootstrap_ci([]) is None

@@ -51,3 +51,42 @@ def test_a_step_with_every_prompt_too_long_has_no_means():
     m = step_metrics(empty, size=1, grad_norm=0.0, lr=1e-4)
     assert m["pref_rollouts"] == m["refl_rollouts"] == 0 and m["signal_group_rate"] == 0.0
     assert not {"reward_mean", "valid_rate", "accuracy", "rollout_logprob_diff", "pref_reward_mean"} & set(m)
+
+
+def test_the_loss_takes_log_probs_at_the_sampling_temperature():
+    import torch
+    import torch.nn.functional as F
+
+    from reflectrm.training.policy import token_logprobs
+
+    logits = torch.randn(1, 5, 7, generator=torch.Generator().manual_seed(0))
+
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, input_ids, attention_mask, use_cache, logits_to_keep):
+            return type("Out", (), {"logits": logits[:, logits_to_keep]})
+
+    ids = torch.tensor([[1, 2, 3, 4, 5]])
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    for t in (1.0, 0.7, 2.0):
+        want = torch.gather(F.log_softmax(logits[:, :4] / t, -1), 2, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+        assert torch.allclose(token_logprobs(Fixed(), batch, t), want)
+
+
+def test_grpo_refuses_a_nucleus_and_a_resume_under_another_learning_rate(tmp_path):
+    import dataclasses
+
+    from reflectrm.training.config import GRPOConfig, LoopConfig, OptimConfig
+    from reflectrm.training.trainer import check_resume, resume_settings
+
+    with pytest.raises(ValueError, match="grpo.top_p=0.9.*use grpo.top_p=1.0"):
+        GRPOConfig(top_p=0.9)
+    cfg = LoopConfig(optim=OptimConfig(lr=1e-5))
+    state = {"step": 4, "settings": resume_settings(cfg)}
+    check_resume(cfg, state, tmp_path)  # the same settings resume
+    check_resume(dataclasses.replace(cfg, eval_every=3), state, tmp_path)  # execution-only settings may change
+    with pytest.raises(ValueError, match=r"optim.lr=1e-05 there, 3e-05 now"):
+        check_resume(dataclasses.replace(cfg, optim=OptimConfig(lr=3e-5)), state, tmp_path)

@@ -83,10 +83,14 @@ def test_rows_hold_out_preference_items_and_rft_drops_reflection(tmp_path):
     mix = write_toy_mix(tmp_path / "mix.parquet", 10)
     train, held = load_rows(cfg(f"data.path={mix}", "data.held_out=3"))
     assert len(held) == 3 and all(r.task == "response" for r in held)
-    assert not {r.id for r in held} & {r.id for r in train} and len(train) == 17
+    assert (
+        not {r.id.removesuffix("~swapped") for r in train} & {r.id for r in held} and len(train) == 2 * 17
+    )  # both orders
     assert {r.task for r in train} == {"response", "critique"}
     rft_train, _ = load_rows(cfg("--config", "jobs/configs/rft.yaml", f"data.path={mix}", "data.held_out=3"))
-    assert {r.task for r in rft_train} == {"response"} and len(rft_train) == 7
+    assert {r.task for r in rft_train} == {"response"} and len(rft_train) == 2 * 7
+    given, _ = load_rows(cfg(f"data.path={mix}", "data.held_out=3", "data.orders=given"))
+    assert len(given) == 17 and not any(r.id.endswith("~swapped") for r in given)
     again, _ = load_rows(cfg(f"data.path={mix}", "data.held_out=3"))
     assert [r.id for r in again] == [r.id for r in train]  # the same order every run (resumption relies on it)
 
@@ -95,7 +99,7 @@ def test_sft_rows_carry_targets_and_bad_data_names_the_fix(tmp_path):
     train, _ = load_rows(
         parse_job_config(TrainConfig, ["--config", "jobs/configs/sft.yaml", "data.path=12", "data.held_out=2"], "")
     )
-    assert len(train) == 10 and all(r.target.startswith("<Analysis>") and "<Result>" in r.target for r in train)
+    assert len(train) == 20 and all(r.target.startswith("<Analysis>") and "<Result>" in r.target for r in train)
     with pytest.raises(TrainingDataError, match="no such file.*jobs.build_data"):
         load_rows(cfg("data.path=/nonexistent/mix.parquet"))
     mix = write_toy_mix(tmp_path / "mix.parquet", 4)

@@ -42,7 +42,7 @@ def test_synthetic_sft_rows_teach_both_tasks_4_to_1():
 
     train, _, _ = load_items("sft", DataConfig(format="synthetic", path="20", held_out=0), seed=0)
     tasks = [r.task for r in train]
-    assert tasks.count("critique") == 4 and tasks.count("response") == 16
+    assert tasks.count("critique") == 2 * 4 and tasks.count("response") == 2 * 16  # data.orders=both
     for r in train:
         parsed = parse_output(r.target, r.task)
         assert parsed.verdict == r.label  # every target is valid and right
