@@ -82,7 +82,7 @@ def wilson(successes: float, n: float, z: float = Z95) -> tuple[float, float] | 
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
+    return max(0.0, min(p, centre - half)), min(1.0, max(p, centre + half))  # rounding never leaves p outside
 
 
 def pair_scores(preds: Sequence[Pred], preds_swapped: Sequence[Pred], labels: Sequence[int]) -> list[float]:

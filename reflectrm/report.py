@@ -78,8 +78,8 @@ def _errors(values: Sequence[float], cis: Sequence[Any]) -> Any:
     if not any(cis):
         return None
     return [
-        [v - ci[0] if ci else 0.0 for v, ci in zip(values, cis)],
-        [ci[1] - v if ci else 0.0 for v, ci in zip(values, cis)],
+        [max(0.0, v - ci[0]) if ci else 0.0 for v, ci in zip(values, cis)],
+        [max(0.0, ci[1] - v) if ci else 0.0 for v, ci in zip(values, cis)],
     ]
 
 

@@ -20,6 +20,10 @@ def test_wilson_never_collapses_at_the_ends():
     lo, hi = wilson(16, 32)
     assert lo < 0.5 < hi and hi - lo == pytest.approx(0.33, abs=0.01)
     assert wilson(0, 0) is None
+    for n in range(1, 300):  # the estimate always lies inside, rounding included (a plot's error bars rely on it)
+        assert wilson(0, n)[0] == 0.0 and wilson(n, n)[1] == 1.0
+        lo, hi = wilson(n / 3, n)
+        assert lo <= (n / 3) / n <= hi
 
 
 def test_mcnemar_exact_on_known_tables():
