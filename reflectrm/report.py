@@ -73,6 +73,11 @@ METRIC_TITLES = {
 }
 
 
+def _labels(values: Sequence[float | None]) -> list[str]:
+    """Bar labels: the value, or '-' where it was not measured (e.g. no valid verdict to take a share of)."""
+    return ["-" if v is None else f"{v:.2f}" for v in values]
+
+
 def _errors(values: Sequence[float], cis: Sequence[Any]) -> Any:
     """Matplotlib's yerr for bars with intervals (None: a bar without one)."""
     if not any(cis):
@@ -95,11 +100,12 @@ def plot_methods(results: Sequence[dict[str, Any]], path: Path, title: str = "")
     for ax, (key, title) in zip(axes, METRIC_TITLES.items()):
         for k, method in enumerate(methods):
             mine = [next((r for r in results if r["dataset"] == d and r["method"] == method), {}) for d in datasets]
-            values = [r.get(key) or 0.0 for r in mine]
+            raw = [r.get(key) for r in mine]
+            values = [v or 0.0 for v in raw]
             cis = [r.get(f"{key}_ci") for r in mine]
             xs = [i + k * width for i in range(len(datasets))]
             bars = ax.bar(xs, values, width, label=method, yerr=_errors(values, cis), capsize=2)
-            ax.bar_label(bars, fmt="%.2f", fontsize=6)
+            ax.bar_label(bars, labels=_labels(raw), fontsize=6)
         ticks = [i + width * (len(methods) - 1) / 2 for i in range(len(datasets))]
         ax.set_xticks(ticks, [_label(d, f"({items[d]} pairs)") for d in datasets], fontsize=8)
         ax.set_title(textwrap.fill(title, 32), fontsize=10)
@@ -122,10 +128,11 @@ def plot_before_after(compare: Sequence[dict[str, Any]], path: Path, title: str)
     xs = list(range(len(compare)))
     for ax, (m, name) in zip(axes, METRIC_TITLES.items()):
         for shift, when in ((-0.2, "before"), (0.2, "after")):
-            values = [c[m][when] or 0 for c in compare]
+            raw = [c[m][when] for c in compare]
+            values = [v or 0 for v in raw]
             cis = [c.get(f"{m}_ci", {}).get(when) for c in compare]
             bars = ax.bar([x + shift for x in xs], values, 0.4, label=when, yerr=_errors(values, cis), capsize=2)
-            ax.bar_label(bars, fmt="%.2f", fontsize=6)  # a 0.00 bar is visible as its label
+            ax.bar_label(bars, labels=_labels(raw), fontsize=6)  # a 0.00 bar is visible as its label
         ax.set_xticks(xs, labels, fontsize=7)
         ax.set_ylim(0, 1.05)
         ax.set_title(textwrap.fill(name, 32), fontsize=10)
