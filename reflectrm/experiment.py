@@ -40,7 +40,8 @@ def heldout_pairs(
     """`pairs` synthetic pairs from their own seed, minus any that a training draw also holds
     (`training_draws`: seed -> how many pairs that stage draws from the synthetic set), and how many
     were dropped. `top_up`: draw on (the set is prefix-stable) until `pairs` are left after dropping."""
-    seen = {_key(p) for s, n in training_draws.items() for p in synthetic_pairs(int(n), seed=s)}
+    drawn_for_training = [p for s, n in training_draws.items() for p in synthetic_pairs(int(n), seed=s)]
+    seen = {k for p in drawn_for_training for k in (_key(p), _key(p.swapped()))}  # training shows both orders
     n = pairs
     while True:
         drawn = synthetic_pairs(n, seed=seed)
