@@ -63,6 +63,7 @@ def update(engine, ro, shared: bool, n: int) -> tuple[float, float]:
     """One update as grpo_step runs it: (seconds, loss)."""
     from reflectrm.training.config import GRPOConfig, LoopConfig, TrainerConfig
     from reflectrm.training.objectives import group_advantages
+    from reflectrm.training.packing import flatten_packs
     from reflectrm.training.policy import grpo_loss_on
     from reflectrm.training.step import update_chunks
 
@@ -73,11 +74,7 @@ def update(engine, ro, shared: bool, n: int) -> tuple[float, float]:
     tokens = sum(len(c) for c in ro.completion_ids)
     total = 0.0
     for packs in update_chunks(ro, cfg):
-        idx = [i for p in packs for i in p]
-        local, at = [], 0
-        for p in packs:
-            local.append(list(range(at, at + len(p))))
-            at += len(p)
+        idx, local = flatten_packs(packs)
         loss, _ = grpo_loss_on(
             engine.model,
             ro.select(idx),

@@ -57,6 +57,17 @@ def prefix_packs(
     return out + ([cur] if cur else [])
 
 
+def flatten_packs(packs: Sequence[Sequence[int]]) -> tuple[list[int], list[list[int]]]:
+    """A micro-batch's packs -> (its rollout indices in order, the same packs as positions in that list):
+    what `grpo_loss_on` takes after `Rollouts.select(indices)`."""
+    indices = [i for p in packs for i in p]
+    local, at = [], 0
+    for p in packs:
+        local.append(list(range(at, at + len(p))))
+        at += len(p)
+    return indices, local
+
+
 def packed_batch(
     prompts: Sequence[list[int]], completions: Sequence[Sequence[list[int]]], pad_id: int
 ) -> dict[str, torch.Tensor]:

@@ -22,7 +22,7 @@ from reflectrm.seeds import derive_seed
 from reflectrm.training.config import LoopConfig
 from reflectrm.training.dist import all_max, all_sum, all_sum_named, world
 from reflectrm.training.objectives import group_advantages
-from reflectrm.training.packing import prefix_packs
+from reflectrm.training.packing import flatten_packs, prefix_packs
 from reflectrm.training.policy import Rollouts, grpo_loss_on, micro_batches, rollout, sft_loss_on, zero_loss
 from reflectrm.training.worker import Worker
 
@@ -119,15 +119,10 @@ def grpo_step(worker: Worker, rows: list[TrainingItem], step: int) -> dict[str, 
     count = all_max(max(len(chunks), 1 if cfg.trainer.shared_prefix else cfg.grad_accum()))  # equal on every worker
     for k in range(count):
         packs = chunks[k] if k < len(chunks) else []
-        idx = [i for p in packs for i in p]
+        idx, local = flatten_packs(packs)
         if not idx:  # fewer rollouts here (prompts too long): a zero loss keeps the collectives in step
             strategy.backward(zero_loss(strategy.module), last=k == count - 1)
             continue
-        at = 0
-        local = []  # the packs' indices within this micro-batch
-        for p in packs:
-            local.append(list(range(at, at + len(p))))
-            at += len(p)
         with strategy.autocast():
             loss, info = grpo_loss_on(
                 strategy.forward_model(),

@@ -14,7 +14,7 @@ from reflectrm.data.synthetic import synthetic_pairs, target_analysis
 from reflectrm.engines.hf import HFEngine
 from reflectrm.training.config import GRPOConfig
 from reflectrm.training.objectives import group_advantages
-from reflectrm.training.packing import packed_batch, packed_logprobs, prefix_packs
+from reflectrm.training.packing import flatten_packs, packed_batch, packed_logprobs, prefix_packs
 from reflectrm.training.policy import Rollouts, grpo_loss_on, policy_batch, token_logprobs
 
 
@@ -47,11 +47,7 @@ def loss_and_grads(model, ro: Rollouts, cfg: GRPOConfig, pad: int, shared: bool,
     tokens = sum(len(c) for c in ro.completion_ids)
     total = 0.0
     for packs in chunks:
-        idx = [i for p in packs for i in p]
-        local, at = [], 0
-        for p in packs:
-            local.append(list(range(at, at + len(p))))
-            at += len(p)
+        idx, local = flatten_packs(packs)
         loss, _ = grpo_loss_on(
             model, ro.select(idx), cfg, pad, ref_model=ref, advantages=adv[idx], normalizer=tokens,
             packs=local if shared else None,
@@ -83,6 +79,7 @@ def test_packs_group_a_prompts_rollouts_within_the_budgets():
     assert prefix_packs(prompts, comps, 8) == [[[0, 1, 2, 3], [4, 5, 6, 7]]]
     assert prefix_packs(prompts, comps, 3) == [[[0, 1, 2]], [[3]], [[4, 5, 6]], [[7]]]
     assert prefix_packs(prompts, comps, 16, max_tokens=125) == [[[0, 1]], [[2, 3]], [[4, 5, 6, 7]]]
+    assert flatten_packs([[4, 5], [9]]) == ([4, 5, 9], [[0, 1], [2]])
 
 
 def test_shared_prefix_update_equals_the_plain_one_on_tiny_random(tiny):
