@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from jobs.ray_setup import PoolConfig, RayConfig, dataset_of, init_ray, rows_of, set_threads
-from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, result_settings
+from reflectrm.config import ConfigError, JudgeConfig, ModelConfig, PromptConfig, result_settings
 from reflectrm.data.builder import ROWS_VERSION, build_sets, graded_schema, parse_ratio, sample_and_grade
 from reflectrm.data.codec import pair_from_row, pair_to_row, pair_type
 from reflectrm.data.items import write_items
@@ -51,6 +51,13 @@ class BuildDataConfig:
     pool: PoolConfig = PoolConfig()
     output: str = "runs/build_data"
     fresh: bool = False  # true: drop judgments made with other settings (else a resume under them stops, exit 2)
+
+    def __post_init__(self) -> None:
+        if self.judge.method != "reflectrm":
+            raise ConfigError(
+                f"judge.method={self.judge.method}: build_data builds ReflectRM's 4:1 mix of its two tasks; train "
+                f"{self.judge.method} on labelled pairs directly (python -m jobs.train method={self.judge.method} data.path=...)"
+            )
 
 
 class Sampler:

@@ -4,8 +4,7 @@
           -> stage 2 (its own actor pool: the pure select step, the reflection calls, the vote)
           -> result rows, written to a PartStore as they stream in (a re-run skips finished keys)
 
-One pool runs both stages (`stages.separate`: auto on one node, or false): one model copy, stage 2 on the engine
-(and prefix cache) that ran its stage 1. The actors only build an engine and delegate to reflectrm.scoring."""
+One pool runs both stages on one node (`stages.separate`), one model copy; the actors delegate to reflectrm.scoring."""
 
 from __future__ import annotations
 
@@ -23,7 +22,7 @@ from reflectrm.data.sources import DataConfig, load_source
 from reflectrm.data.store import PartStore
 from reflectrm.engines import resolve_engine
 from reflectrm.inference import Steps
-from reflectrm.prompts import TEMPLATE_VERSION
+from reflectrm.methods import method_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,6 +48,7 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         check_given(self.data.orders)
+        method_for(self.judge.method).check_mode(self.judge.mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,7 +69,7 @@ class EvaluateConfig:
     fresh: bool = False  # true: drop results made with other settings (else a resume under them stops, exit 2)
 
     def __post_init__(self) -> None:
-        evaluation.check_evaluation(self.methods, self.datasets, self.limit)
+        evaluation.check_evaluation(self.methods, self.datasets, self.limit, self.judge.method)
 
 
 # --------------------------------------------------------------------------- Ray Data actors (thin)
@@ -102,7 +102,8 @@ def run_pipeline(
     there as they stream in. Returns (how many ran, the store). The folder records what makes a row
     (result_settings): a resume under other settings stops, unless cfg.fresh."""
     model = dataclasses.replace(cfg.model, engine=resolve_engine(cfg.model.engine))
-    settings = result_settings(model, cfg.judge, cfg.prompt, template=TEMPLATE_VERSION, rows=scoring.ROWS_VERSION)
+    template = method_for(cfg.judge.method).template_version
+    settings = result_settings(model, cfg.judge, cfg.prompt, template=template, rows=scoring.ROWS_VERSION)
     store = PartStore(out / "parts", settings, cfg.fresh)
     done = store.done_ids()
     todo = [it for it in items if it["key"] not in done]
@@ -151,7 +152,7 @@ def score(cfg: ScoreConfig, out: Path) -> dict[str, Any]:
         "model": cfg.model.name,
         "mode": cfg.judge.mode,
         "n": cfg.judge.n,
-        "prompt_template": TEMPLATE_VERSION,
+        "prompt_template": method_for(cfg.judge.method).template_version,
         "output": str(path),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -160,13 +161,11 @@ def score(cfg: ScoreConfig, out: Path) -> dict[str, Any]:
 
 def evaluate(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
     """Every method on every dataset, both orders; writes OUT/results.json, results.md, results.png."""
-
     from reflectrm.report import plot_methods
 
     evaluation.check_budget(cfg.model.name, cfg.judge.max_new_tokens)
-    datasets = [
-        evaluation.load_dataset(s, cfg.limit, cfg.on_bad_row, cfg.judge.seed, cfg.held_out) for s in cfg.datasets
-    ]
+    load = evaluation.load_dataset
+    datasets = [load(s, cfg.limit, cfg.on_bad_row, cfg.judge.seed, cfg.held_out) for s in cfg.datasets]
     evaluation.check_unique([d.name for d in datasets], "datasets=[...]")
     modes = evaluation.run_modes(cfg.methods)
     items = evaluation.evaluation_items(datasets, modes, ["given", "swapped"] if cfg.swap else ["given"])
@@ -180,7 +179,8 @@ def evaluate(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
         "model": cfg.model.name,
         "n": cfg.judge.n,
         "limit": cfg.limit,
-        "prompt_template": TEMPLATE_VERSION,
+        "prompt_template": method_for(cfg.judge.method).template_version,
+        "trained_for": evaluation.trained_method(cfg.model.name),  # another judge.method than this: prompting only
         "methods": list(cfg.methods),
         "datasets": {d.name: len(d.pairs) for d in datasets},
         "sampling": "all pairs" if cfg.limit is None else f"a seeded label-balanced sample of limit={cfg.limit}",

@@ -22,6 +22,7 @@ from jobs.common import follow_progress
 from jobs.ray_setup import RayConfig, dataset_of, init_ray
 from reflectrm.data.items import TrainingItem, items_table
 from reflectrm.data.sources import DataConfig
+from reflectrm.methods import method_for
 from reflectrm.report import plot_curves
 from reflectrm.training.config import LoopConfig
 from reflectrm.training.data import check_step_orders, load_items
@@ -118,7 +119,7 @@ def latest_checkpoint(storage: Path) -> Any:
 
 def train(cfg: TrainConfig, out: Path) -> dict[str, Any]:
     """The whole run; returns the summary (also summary.json) with the table rows of the first and last steps."""
-    train_rows, held_out, notes = load_items(cfg.recipe, cfg.data, cfg.seed)
+    train_rows, held_out, notes = load_items(cfg.recipe, cfg.data, cfg.seed, method_for(cfg.method))
     t = cfg.trainer
     check_step_orders(cfg.recipe, cfg.data, t.prompts_per_worker)
     steps_per_epoch = len(train_rows) // (t.num_workers * t.prompts_per_worker)

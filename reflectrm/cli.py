@@ -54,6 +54,11 @@ class JudgeCommand:
     judge: JudgeConfig = JudgeConfig()
     batch_size: int = 8  # pairs per engine call with --input
 
+    def __post_init__(self) -> None:
+        from reflectrm.methods import method_for
+
+        method_for(self.judge.method).check_mode(self.judge.mode)  # before a model loads
+
 
 class UsageError(Exception):
     """The user's arguments or input are wrong; the message says how to fix them."""

@@ -72,6 +72,7 @@ class VLLMConfig:
 
 Mode = Literal["greedy", "majority", "reflect"]  # how a pair is judged (JudgeConfig.mode)
 Stage2 = Literal["lazy", "full"]  # how stage 2 asks (JudgeConfig.stage2)
+Method = Literal["reflectrm", "rm_r1"]  # the judge format (reflectrm.methods): prompt, parser and reward
 ENGINE_ENV = "REFLECTRM_ENGINE"  # what model.engine=auto means, when set (hf or vllm)
 
 
@@ -105,6 +106,9 @@ class JudgeConfig:
     """How one pair is judged (method.md §4). Constants are the paper's unless marked ours."""
 
     mode: Mode = "reflect"
+    # ours: the judge format (reflectrm.methods); rm_r1 (RM-R1's chain of rubrics) has no stage 2, so its jobs
+    # and requests use mode greedy or majority (anything else is refused before a model loads)
+    method: Method = "reflectrm"
     n: int = 8  # §4: stage 1 samples N = 8 judgments
     temperature: float = 1.0  # §4: stage 1 at temperature 1.0
     top_p: float = 1.0

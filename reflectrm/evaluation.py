@@ -22,6 +22,7 @@ from typing import Any, Sequence
 
 from reflectrm.data.formats import load_pairs, parse_dataset_spec
 from reflectrm.inference import ABLATIONS
+from reflectrm.methods import method_for
 from reflectrm.metrics import (
     accuracy,
     consistency,
@@ -342,10 +343,18 @@ def evaluate(
     return results
 
 
-def check_evaluation(methods: Sequence[str], datasets: Sequence[str], limit: int | None) -> None:
+def check_evaluation(
+    methods: Sequence[str], datasets: Sequence[str], limit: int | None, judge_method: str = "reflectrm"
+) -> None:
     """An evaluation's methods, datasets and limit, or a ValueError naming the fix."""
     if not methods or any(m not in ALL_METHODS for m in methods):
         raise ValueError(f"methods={list(methods)}: choose from {list(ALL_METHODS)}")
+    judge = method_for(judge_method)
+    if unsupported := [m for m in methods if ("reflect" if m in ABLATIONS else m) not in judge.modes]:
+        raise ValueError(
+            f"methods={list(methods)}: {', '.join(unsupported)} not available with judge.method={judge.name}; "
+            f"set methods=[{','.join(m for m in methods if m not in unsupported) or ','.join(judge.modes)}]"
+        )
     if not datasets:
         raise ValueError("datasets is empty: give e.g. datasets=[llmbar:../shared/data/llmbar/natural.json]")
     if limit is not None and limit < 1:
@@ -362,6 +371,13 @@ def check_budget(model: str, max_new_tokens: int) -> None:
             f"judge.max_new_tokens={max_new_tokens} is below the {trained} tokens {model} was trained with "
             f"(its training.json): evaluate at judge.max_new_tokens={trained} or more"
         )
+
+
+def trained_method(model: str) -> str | None:
+    """The judge method a trained export learnt (its training.json), None for any other model. Judging it with
+    another method is allowed: prompting only, which the evaluation's summary says."""
+    record = Path(model) / "training.json"
+    return json.loads(record.read_text()).get("method", "reflectrm") if record.is_file() else None
 
 
 def check_unique(keys: Sequence[str], what: str) -> None:

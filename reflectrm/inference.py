@@ -31,8 +31,9 @@ from typing import Awaitable, Callable, Literal, Sequence
 
 from reflectrm.config import JudgeConfig, Mode, PromptConfig
 from reflectrm.engines.base import Completion, Engine, Generation, GenerationRequest, SamplingParams
+from reflectrm.methods import JudgeMethod, method_for
 from reflectrm.parsing import parse_output
-from reflectrm.prompts import VERDICT_CHOICES, reflection_prompt, response_prompt, verdict_prefix
+from reflectrm.prompts import VERDICT_CHOICES, reflection_prompt, verdict_prefix
 from reflectrm.records import JudgeResult, Judgment, PreferencePair, Reflection, Usage, Verdict
 from reflectrm.seeds import derive_seed
 
@@ -65,8 +66,8 @@ def pair_key(pair: PreferencePair) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16] + "/" + order
 
 
-def to_judgment(c: Completion, fraction: float = 0.1) -> Judgment:
-    parsed = parse_output(c.text, "response")
+def to_judgment(c: Completion, fraction: float = 0.1, method: JudgeMethod | None = None) -> Judgment:
+    parsed = (method or method_for("reflectrm")).parse(c.text)
     return Judgment(
         text=c.text,
         analysis=parsed.analysis,
@@ -154,6 +155,7 @@ class Steps:
     def __init__(self, cfg: JudgeConfig = JudgeConfig(), prompt_cfg: PromptConfig = PromptConfig()):
         self.cfg = cfg
         self.prompt_cfg = prompt_cfg
+        self.method = method_for(cfg.method)
 
     def for_mode(self, mode: str) -> tuple[Steps, Mode]:
         """(the steps, the inference mode) of a scoring mode: an ablation is reflect with its setting changed."""
@@ -193,12 +195,13 @@ class Steps:
         """The stage-1 request for one pair."""
         if mode not in MODES:
             raise ValueError(f"mode={mode!r}: valid modes are {', '.join(MODES)}")
+        self.method.check_mode(mode)
         seed = derive_seed(self.cfg.seed, pair_key(pair), "stage1")
-        return GenerationRequest(response_prompt(pair, self.prompt_cfg), self.stage1_params(mode, n, seed))
+        return GenerationRequest(self.method.prompt(pair, self.prompt_cfg), self.stage1_params(mode, n, seed))
 
     def after_stage1(self, pair: PreferencePair, mode: Mode, gen: Generation) -> Pending:
         """Parse stage 1, pick the anchor and plan stage 2 (empty plan: nothing more to ask)."""
-        judgments = tuple(to_judgment(c, self.cfg.confidence_fraction) for c in gen.completions)
+        judgments = tuple(to_judgment(c, self.cfg.confidence_fraction, self.method) for c in gen.completions)
         usage = Usage(gen.prompt_tokens, sum(j.completion_tokens for j in judgments))
         anchor = self._anchor(pair, judgments)
         plan: tuple[PlannedReflection, ...] = ()
@@ -280,6 +283,7 @@ class Steps:
             majority=majority,
             usage=p.usage,
             pair_id=p.pair.id,
+            method=self.method.name,
         )
         if p.mode != "reflect":
             return result

@@ -159,6 +159,7 @@ class JudgeResult:
     not_asked: tuple[
         int, ...
     ] = ()  # valid judgments lazy stage 2 never compared with the anchor (they could not change the result)
+    method: str = "reflectrm"  # the judge format (reflectrm.methods) that wrote and read the judgments
 
     @property
     def valid_rate(self) -> float:
@@ -168,6 +169,7 @@ class JudgeResult:
         return {
             "id": self.pair_id,
             "preferred": self.preferred,
+            "method": self.method,
             "mode": self.mode,
             "score": self.score,
             "majority": self.majority,

@@ -6,6 +6,8 @@ A judge's `score` is the share of final votes for response 1 (method.md §4), so
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 NEUTRAL_SCORE = 0.5  # no verdict, no reference, or a sample that cannot be read: neither better nor worse
 
 
@@ -19,3 +21,22 @@ def both_orders_score(given: float, swapped: float) -> float:
     (reference, response), where its score is the share of votes for the reference. Averaging the
     two removes the judge's position bias, at twice the cost."""
     return (float(given) + 1.0 - float(swapped)) / 2.0
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The verifiable reward of one training rollout (method.md §3): its verdict against the gold label."""
+
+    correct: float = 1.0
+    wrong: float = -1.0
+    invalid: float = -1.0
+    format_bonus: float = 0.0  # added to every valid output (a sibling paper uses 0.1)
+
+
+@dataclass(frozen=True)
+class Graded:
+    """One rollout graded: its reward, whether the strict parser read it, whether its verdict is right."""
+
+    reward: float
+    valid: bool
+    correct: bool

@@ -28,7 +28,7 @@ from reflectrm.records import JudgeResult, PreferencePair
 Row = dict[str, Any]
 # The layout of items and result rows (2: pair, stage1 and trace as Arrow structs, not JSON text). It is part
 # of a run's result settings, so a resume over parts of another layout stops and names it.
-ROWS_VERSION = 2
+ROWS_VERSION = 3  # 3: the trace names its judge method
 
 
 def make_item(key: str, pair: PreferencePair, mode: Mode, **meta: Any) -> Row:
@@ -107,6 +107,7 @@ def arrow_types() -> dict[str, Any]:
         [
             ("id", pa.string()),
             ("preferred", pa.int64()),
+            ("method", pa.string()),
             ("mode", pa.string()),
             ("score", pa.float64()),
             ("majority", pa.int64()),

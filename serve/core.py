@@ -23,6 +23,7 @@ from ray.util import metrics
 from reflectrm.config import JudgeConfig
 from reflectrm.engines.base import Generation, GenerationRequest, PromptTooLongError
 from reflectrm.inference import Mode, Steps, ajudge
+from reflectrm.methods import method_for
 from reflectrm.records import JudgeResult, Message, PreferencePair
 from reflectrm.scoring import UNANSWERED
 from serve import routing  # a module reference: its context variable is not pickled with the app
@@ -170,6 +171,19 @@ class IngressCore:
             seed=j.seed if body.seed is None else body.seed,
             stage2=getattr(body, "stage2", None) or j.stage2,
         )
+
+    def _mode(self, mode: Mode | None) -> Mode:
+        """A request's mode (None: the server's judge.mode), or 422 when the judge method has no such mode."""
+        mode = mode or self.args.judge.mode
+        judge = method_for(self.args.judge.method)
+        if mode not in judge.modes:
+            why = f"mode={mode} is not available with this server's judge.method={judge.name}"
+            raise ApiError(422, "mode", why, f"send mode as one of {', '.join(judge.modes)}")
+        return mode
+
+    def _prompt(self, pair: PreferencePair) -> Any:
+        """The stage-1 prompt of `pair` in the served judge method's format (for the token checks)."""
+        return method_for(self.args.judge.method).prompt(pair, self.args.prompt)
 
     async def _judge(self, pair: PreferencePair, mode: Mode, cfg: JudgeConfig) -> JudgeResult:
         routing.AFFINITY_KEY.set(routing.affinity_key(pair))  # this task's engine calls (both stages) go to one replica

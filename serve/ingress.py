@@ -13,7 +13,6 @@ from typing import Any
 from fastapi import Request
 from ray import serve
 
-from reflectrm.prompts import response_prompt
 from reflectrm.requests import pair_from_request
 from serve.http import app, request_id
 from serve.openai_routes import OpenAIRoutes
@@ -49,11 +48,11 @@ class Ingress(OpenAIRoutes, RewardRoutes):
         t0 = time.perf_counter()
         messages = None if body.messages is None else [m.to_dict() for m in chat_messages(body.messages)]
         pair = pair_from_request(body.prompt, messages, body.response_1, body.response_2)
-        cfg = self._judge_config(body)
-        self._check_tokens(response_prompt(pair, self.args.prompt), "prompt")
+        cfg, mode = self._judge_config(body), self._mode(body.mode)
+        self._check_tokens(self._prompt(pair), "prompt")
         if body.swap:
             given, swapped = await self._deadline(
-                asyncio.gather(self._judge(pair, body.mode, cfg), self._judge(pair.swapped(), body.mode, cfg)), "judge"
+                asyncio.gather(self._judge(pair, mode, cfg), self._judge(pair.swapped(), mode, cfg)), "judge"
             )
             out = {
                 **given.to_dict(),
@@ -61,6 +60,6 @@ class Ingress(OpenAIRoutes, RewardRoutes):
                 "consistent": given.preferred is not None and swapped.preferred == 3 - given.preferred,
             }
         else:
-            out = (await self._deadline(self._judge(pair, body.mode, cfg), "judge")).to_dict()
+            out = (await self._deadline(self._judge(pair, mode, cfg), "judge")).to_dict()
         self.m_latency.observe(time.perf_counter() - t0, tags={"endpoint": "judge"})
         return {**out, "request_id": request_id(request)}

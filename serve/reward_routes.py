@@ -14,7 +14,6 @@ from typing import Any
 from fastapi import Request
 
 from reflectrm.config import JudgeConfig
-from reflectrm.prompts import response_prompt
 from reflectrm.protocols import read_reward_request, read_reward_sample
 from reflectrm.ranking import GroupCollector, comparisons, group_scores
 from reflectrm.records import JudgeResult, Message, PreferencePair
@@ -66,7 +65,7 @@ class RewardRoutes(IngressCore):
         """/get_reward's groups (args.reward_groups): (score, valid rate of its judgments) per response."""
         g = self.args.reward_groups
         scores, traces = await self._rank(
-            context, responses, g.scheme, g.method, self.args.reward_mode, self.args.judge
+            context, responses, g.scheme, g.method, self._mode(self.args.reward_mode), self.args.judge
         )
         valid = [
             [t["valid_rate"] for t in traces if k in (t["response_1"], t["response_2"])] for k in range(len(responses))
@@ -108,16 +107,13 @@ class RewardRoutes(IngressCore):
         sample = read_reward_sample(query, prompt, label)
         if sample.problem:
             return NEUTRAL_SCORE, {"error": 1}
-        mode, cfg = self.args.reward_mode, self.args.judge
+        mode, cfg = self._mode(self.args.reward_mode), self.args.judge
         try:
             if sample.reference is None:
                 if self.groups is None:
                     return NEUTRAL_SCORE, {"no_reference": 1}
                 self._check_tokens(
-                    response_prompt(
-                        PreferencePair("", sample.context, sample.response, sample.response), self.args.prompt
-                    ),
-                    "query",
+                    self._prompt(PreferencePair("", sample.context, sample.response, sample.response)), "query"
                 )
                 key = hashlib.sha256(json.dumps([m.to_dict() for m in sample.context]).encode()).hexdigest()
                 got = await self.groups.score(key, sample.context, sample.response)
@@ -125,7 +121,7 @@ class RewardRoutes(IngressCore):
                     return NEUTRAL_SCORE, {"no_reference": 1, "grouped": 1}
                 return got[0], {"valid_rate": got[1], "grouped": 1}
             pair = PreferencePair("", sample.context, sample.response, sample.reference)
-            self._check_tokens(response_prompt(pair, self.args.prompt), "query")
+            self._check_tokens(self._prompt(pair), "query")
             if not self.args.reward_both_orders:
                 result = await self._judge(pair, mode, cfg)
                 return result.score, {"valid_rate": result.valid_rate}
@@ -153,13 +149,11 @@ class RewardRoutes(IngressCore):
         if len(body.responses) > self.args.max_group:
             why = f"{len(body.responses)} responses; this server ranks at most {self.args.max_group}"
             raise ApiError(422, "responses", why, f"send at most {self.args.max_group} responses (max_group)")
-        cfg = self._judge_config(body)
+        cfg, mode = self._judge_config(body), self._mode(body.mode)
         longest = max(body.responses, key=len)
-        self._check_tokens(
-            response_prompt(PreferencePair("", context, longest, longest), self.args.prompt), "responses"
-        )
+        self._check_tokens(self._prompt(PreferencePair("", context, longest, longest)), "responses")
         scores, traces = await self._deadline(
-            self._rank(context, list(body.responses), body.scheme, body.method, body.mode, cfg), "rank"
+            self._rank(context, list(body.responses), body.scheme, body.method, mode, cfg), "rank"
         )
         self.m_latency.observe(time.perf_counter() - t0, tags={"endpoint": "rank"})
         return {

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, Stage2, from_dict
 from reflectrm.inference import Mode
+from reflectrm.methods import method_for
 from reflectrm.ranking import Method, Scheme
 from reflectrm.records import Message
 from serve.http import ApiError
@@ -60,7 +61,7 @@ class ServeArgs:
     max_n: int = 16  # caps on what one request may ask for
     max_new_tokens_cap: int = 1024  # /v1/judge: 422 above it; OpenAI routes clamp to it (finish_reason "length")
     max_group: int = 16  # responses in one /v1/rank request
-    reward_mode: Mode = "reflect"  # how /get_reward judges
+    reward_mode: Mode | None = None  # how /get_reward judges (None: judge.mode)
     reward_both_orders: bool = (
         False  # /get_reward also judges (reference, response) and averages: no position bias, 2x cost
     )
@@ -80,6 +81,9 @@ class ServeArgs:
     max_body_mb: float = 16.0  # a larger request body gets 413 before it is read
 
     def __post_init__(self) -> None:
+        judge = method_for(self.judge.method)
+        judge.check_mode(self.judge.mode)
+        judge.check_mode(self.reward_mode or self.judge.mode)
         if self.max_n < 1 or self.max_new_tokens_cap < 1:
             raise ValueError(f"max_n and max_new_tokens_cap must be >= 1, got {self.max_n}, {self.max_new_tokens_cap}")
         if self.request_deadline_s <= 0 or self.max_concurrent_requests < 0:
@@ -139,7 +143,7 @@ class JudgeRequest(BaseModel):
     messages: list[ChatMessage] | None = Field(None, min_length=1)
     response_1: StrictStr
     response_2: StrictStr
-    mode: Mode = "reflect"
+    mode: Mode | None = None  # None: the server's judge.mode (reflect by default)
     n: StrictInt | None = Field(None, ge=1)
     max_new_tokens: StrictInt | None = Field(None, ge=1)
     seed: StrictInt | None = None
@@ -191,7 +195,7 @@ class RankRequest(BaseModel):
     responses: list[StrictStr] = Field(min_length=2)
     scheme: Scheme = "circular"
     method: Method = "win_rate"
-    mode: Mode = "reflect"
+    mode: Mode | None = None  # None: the server's judge.mode
     n: StrictInt | None = Field(None, ge=1)
     max_new_tokens: StrictInt | None = Field(None, ge=1)
     seed: StrictInt | None = None

@@ -13,6 +13,7 @@ has them. An empty result is an error.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
 
@@ -237,3 +238,39 @@ def _judge_input(row: Mapping[str, Any], n: int, name: str, seed: int) -> Prefer
 
 
 FORMATS["judge-input"] = _judge_input
+
+_RM_R1_PROMPT = re.compile(
+    r"\[Client Question\]\n(?P<q>.*?)\n\n\[The Start of Chatbot A's Response\]\n(?P<a>.*?)\n"
+    r"\[The End of Chatbot A's Response\]\n\n\[The Start of Chatbot B's Response\]\n(?P<b>.*?)\n"
+    r"\[The End of Chatbot B's Response\]",
+    re.S,
+)
+
+
+def _rm_r1(row: Mapping[str, Any], n: int, name: str, seed: int) -> PreferencePair:
+    """RM-R1's own rows (`context_messages` + `winner`): the judge prompt's user message holds the question
+    and both responses in RM-R1's single-turn template; winner model_a / model_b is the label (kept in its
+    given order: their data alternates A/B); an assistant message last is the judge's trace, the pair's
+    `metadata["target"]` (stage 1's SFT target)."""
+    msgs = row.get("context_messages")
+    if not isinstance(msgs, list) or not all(isinstance(m, Mapping) for m in msgs):
+        raise FieldError("context_messages", "must be a list of {role, content} messages")
+    users = [m.get("content") for m in msgs if m.get("role") == "user"]
+    found = _RM_R1_PROMPT.search(users[-1]) if users and isinstance(users[-1], str) else None
+    if found is None:
+        raise FieldError(
+            "context_messages",
+            "needs a user message in RM-R1's single-turn template ([Client Question] ... "
+            "[The End of Chatbot B's Response]); multi-turn rows are not read: convert them to canonical pairs",
+        )
+    winner = row.get("winner")
+    if winner not in ("model_a", "model_b"):
+        raise FieldError("winner", "must be model_a or model_b")
+    trace = msgs[-1].get("content") if msgs[-1].get("role") == "assistant" else None
+    q, a, b = found["q"], found["a"], found["b"]
+    pid = str(row.get("id", _content_id(name, q, a, b)))
+    meta = {"target": trace} if isinstance(trace, str) and trace.strip() else {}
+    return PreferencePair(pid, (Message("user", q),), a, b, 1 if winner == "model_a" else 2, "rm-r1", "", meta)
+
+
+FORMATS["rm-r1"] = _rm_r1

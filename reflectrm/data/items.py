@@ -19,7 +19,8 @@ from typing import Any, Iterable, Mapping
 from reflectrm.config import PromptConfig
 from reflectrm.data.codec import pair_from_row, pair_to_row, pair_type
 from reflectrm.data.files import write_rows
-from reflectrm.prompts import Task, reflection_prompt, response_prompt
+from reflectrm.methods import JudgeMethod, method_for
+from reflectrm.prompts import Task, reflection_prompt
 from reflectrm.records import Message, PreferencePair
 
 COLUMNS = ("id", "task", "label", "pair", "critique_1", "critique_2", "target")
@@ -68,10 +69,18 @@ class TrainingItem:
     def with_target(self, target: str) -> TrainingItem:
         return dataclasses.replace(self, target=target)
 
-    def messages(self, prompt_cfg: PromptConfig = PromptConfig()) -> tuple[Message, ...]:
-        """The item's prompt, rendered by THE templates (the same as at inference)."""
+    def messages(
+        self, prompt_cfg: PromptConfig = PromptConfig(), method: JudgeMethod | None = None
+    ) -> tuple[Message, ...]:
+        """The item's prompt, rendered by the judge method's templates (the same as at inference; ReflectRM's
+        by default). A reflection item exists for ReflectRM only."""
         if self.critiques is None:
-            return response_prompt(self.pair, prompt_cfg)
+            return (method or method_for("reflectrm")).prompt(self.pair, prompt_cfg)
+        if method is not None and not method.reflection:
+            raise ValueError(
+                f"training item {self.id} is a reflection item, which judge method {method.name} has no task for: "
+                "train it on preference items (pairs), or with method reflectrm"
+            )
         c1, c2 = self.critiques
         return reflection_prompt(self.pair, (c1.analysis, c1.verdict), (c2.analysis, c2.verdict), prompt_cfg)
 

@@ -8,8 +8,8 @@ import dataclasses
 import math
 from typing import Literal
 
-from reflectrm.config import ModelConfig, PromptConfig, VLLMConfig
-from reflectrm.training.objectives import RewardConfig
+from reflectrm.config import Method, ModelConfig, PromptConfig, VLLMConfig
+from reflectrm.rewards import RewardConfig
 
 Recipe = Literal["grpo", "rft", "sft"]
 
@@ -108,6 +108,7 @@ class LoopConfig:
     data, Ray and output sections, so every training setting is declared here, once."""
 
     recipe: Recipe = "grpo"
+    method: Method = "reflectrm"  # the judge format trained (reflectrm.methods): its prompt, parser and reward
     model: ModelConfig = ModelConfig()
     prompt: PromptConfig = PromptConfig()
     grpo: GRPOConfig = GRPOConfig()

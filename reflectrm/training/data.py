@@ -16,6 +16,7 @@ from reflectrm.data.codec import pair_from_row
 from reflectrm.data.items import Critique, ItemRowError, TrainingItem, read_items
 from reflectrm.data.orders import TWIN, orient_items, orient_pairs
 from reflectrm.data.sources import DataConfig, load_source
+from reflectrm.methods import JudgeMethod, method_for
 from reflectrm.prompts import render_judgment
 from reflectrm.records import PreferencePair
 from reflectrm.seeds import derive_seed
@@ -37,14 +38,25 @@ def check_step_orders(recipe: str, data: DataConfig, prompts_per_worker: int) ->
         )
 
 
-def load_items(recipe: str, data: DataConfig, seed: int) -> tuple[list[TrainingItem], list[TrainingItem], list[str]]:
+def load_items(
+    recipe: str, data: DataConfig, seed: int, method: JudgeMethod | None = None
+) -> tuple[list[TrainingItem], list[TrainingItem], list[str]]:
     """(training items, held-out preference items, notes for the user). The training items are in
     `data.orders` (default both: an item's swapped twin follows it, and `interleave` keeps them together,
-    so with an even batch they land in the same step)."""
+    so with an even batch they land in the same step). `method`: the judge format trained (ReflectRM's by
+    default); one without a reflection task gets the synthetic SFT set's preference targets only, in its format."""
+    method = method or method_for("reflectrm")
     notes: list[str] = []
     orders = data.orders or TRAINING_ORDERS
     if data.format == "mix":
         rows = _mix_items(Path(data.path), recipe)
+    elif recipe == "sft" and data.format == "rm-r1":  # RM-R1's rows: the judge traces are the targets
+        pairs, _ = load_source(dataclasses.replace(data, limit=None), seed)
+        rows = [TrainingItem.preference(p).with_target(p.metadata["target"]) for p in pairs if "target" in p.metadata]
+        if not rows:
+            raise TrainingDataError(
+                f"{data.path}: recipe=sft needs judge traces (an assistant message last in each row)"
+            )
     elif recipe == "sft" and data.format != "synthetic":
         rows = _target_items(Path(data.path))
     else:
@@ -53,7 +65,10 @@ def load_items(recipe: str, data: DataConfig, seed: int) -> tuple[list[TrainingI
         if recipe == "sft":  # synthetic: the set's own checkable target judgments, of BOTH tasks (4:1)
             pairs = orient_pairs(pairs, orders, seed)  # label-balanced targets: each pair's own, in its order
             per_pair = 2 if orders == "both" else 1  # twins share their task
-            rows = [sft_target_item(p, seed, critique=k // per_pair % 5 == 4) for k, p in enumerate(pairs)]
+            rows = [
+                sft_target_item(p, seed, critique=method.reflection and k // per_pair % 5 == 4, method=method)
+                for k, p in enumerate(pairs)
+            ]
     if recipe == "rft":  # method.md §2.6: the preference items of the SAME mix (ratio 1:0 on the same items)
         rows = [r for r in rows if r.task == "response"]
         if data.format == "mix" and Path(data.path).name == "pref.parquet":
@@ -61,7 +76,12 @@ def load_items(recipe: str, data: DataConfig, seed: int) -> tuple[list[TrainingI
                 "recipe=rft on pref.parquet trains on every preference item, more than the unified run's "
                 "mix.parquet holds: point data.path at mix.parquet for a fair baseline"
             )
-    if recipe == "grpo" and not any(r.task == "critique" for r in rows):
+    if not method.reflection and any(r.task == "critique" for r in rows):
+        raise TrainingDataError(
+            f"{data.path}: reflection items, which method={method.name} has no task for: train on preference "
+            "items (pairs), or with method=reflectrm"
+        )
+    if recipe == "grpo" and method.reflection and not any(r.task == "critique" for r in rows):
         notes.append("no reflection items in the data: this run is RFT (preference items only)")
     pref = sorted(
         (r for r in rows if r.task == "response" and not r.id.endswith(TWIN)),
@@ -123,16 +143,19 @@ def interleave(rows: list[TrainingItem], seed: int) -> list[TrainingItem]:
     return out
 
 
-def sft_target_item(pair: PreferencePair, seed: int, critique: bool = False) -> TrainingItem:
+def sft_target_item(
+    pair: PreferencePair, seed: int, critique: bool = False, method: JudgeMethod | None = None
+) -> TrainingItem:
     """A synthetic pair's SFT item: its checkable judgment, or (critique) a reflection item whose two
     critiques share that analysis, one with the verdict it supports and one with the other, in a seeded
     random order, and whose target names the consistent one. A warm start on both tasks makes GRPO's
-    rollouts valid on both (method.md §2: the 4:1 mix)."""
+    rollouts valid on both (method.md §2: the 4:1 mix). `method`: the preference target's format (ReflectRM's
+    by default)."""
     from reflectrm.data.synthetic import target_analysis
 
     analysis, label = target_analysis(pair), int(pair.label)  # type: ignore[arg-type]
     if not critique:
-        return TrainingItem.preference(pair).with_target(render_judgment(analysis, label))
+        return TrainingItem.preference(pair).with_target((method or method_for("reflectrm")).render(analysis, label))
     base = pair.id.removesuffix(TWIN)  # a swapped twin shows its critiques in the other order too
     good = 1 if random.Random(derive_seed(seed, base, "critique-order")).random() < 0.5 else 2
     good = 3 - good if base != pair.id else good

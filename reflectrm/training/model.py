@@ -68,14 +68,19 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
     load_tokenizer(path, cfg.model.trust_remote_code).save_pretrained(folder)
     budget = cfg.grpo.max_new_tokens if cfg.recipe != "sft" else None  # the judge budget its rollouts had
     (folder / "training.json").write_text(
-        json.dumps({"recipe": cfg.recipe, "base": cfg.model.name, "max_new_tokens": budget}, indent=2)
+        json.dumps(
+            {"recipe": cfg.recipe, "method": cfg.method, "base": cfg.model.name, "max_new_tokens": budget}, indent=2
+        )
     )
     lines = [
         "# reflectrm training export",
         "",
-        f"Recipe `{cfg.recipe}` from `{cfg.model.name}` ({cfg.trainer.finetune}, {cfg.trainer.strategy}).",
+        f"Recipe `{cfg.recipe}` of the `{cfg.method}` judge method from `{cfg.model.name}` "
+        f"({cfg.trainer.finetune}, {cfg.trainer.strategy}).",
         "",
-        "    reflectrm judge model=THIS_FOLDER --prompt ... --response-1 ... --response-2 ...",
+        f"    reflectrm judge model=THIS_FOLDER judge.method={cfg.method}"
+        + (" judge.mode=greedy" if cfg.method != "reflectrm" else "")
+        + " --prompt ... --response-1 ... --response-2 ...",
         "",
         "## Final metrics",
         "",

@@ -10,31 +10,23 @@ loss        the clipped policy-gradient loss, averaged over all generated tokens
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
+from reflectrm.methods import JudgeMethod, method_for
 from reflectrm.parsing import parse_output
 from reflectrm.prompts import Task
+from reflectrm.rewards import Graded, RewardConfig
+
+__all__ = ["Graded", "RewardConfig", "grade", "group_advantages", "grpo_loss", "kl_low_variance", "sft_labels"]
 
 
-@dataclass(frozen=True)
-class RewardConfig:
-    correct: float = 1.0
-    wrong: float = -1.0
-    invalid: float = -1.0
-    format_bonus: float = 0.0  # added to every valid output (a sibling paper uses 0.1)
-
-
-@dataclass(frozen=True)
-class Graded:
-    reward: float
-    valid: bool
-    correct: bool
-
-
-def grade(text: str, task: Task, label: int, cfg: RewardConfig = RewardConfig()) -> Graded:
-    """The verifiable reward of one rollout: THE parser's verdict against the gold label."""
+def grade(
+    text: str, task: Task, label: int, cfg: RewardConfig = RewardConfig(), method: JudgeMethod | None = None
+) -> Graded:
+    """The verifiable reward of one rollout: the judge method's grade of a preference rollout (ReflectRM's:
+    THE parser's verdict against the gold label; RM-R1's: its answer tag), THE parser's for a reflection one."""
+    if task == "response":
+        return (method or method_for("reflectrm")).grade(text, label, cfg)
     verdict = parse_output(text, task).verdict
     if verdict is None:
         return Graded(cfg.invalid, False, False)

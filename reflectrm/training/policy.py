@@ -21,6 +21,7 @@ from reflectrm.config import PromptConfig
 from reflectrm.data.items import TrainingItem
 from reflectrm.engines.base import GenerationRequest, SamplingParams, generate_each
 from reflectrm.engines.hf import HFEngine
+from reflectrm.methods import JudgeMethod
 from reflectrm.training.config import GRPOConfig
 from reflectrm.training.objectives import grade, group_advantages, grpo_loss, sft_labels
 from reflectrm.training.packing import packed_batch, packed_logprobs
@@ -58,11 +59,12 @@ def rollout(
     prompt_cfg: PromptConfig = PromptConfig(),
     seed: int | None = None,
     seeds: Sequence[int] | None = None,
+    method: JudgeMethod | None = None,
 ) -> Rollouts:
-    """G samples for each training item and their verifiable rewards.
-    `seeds`: one per row (a trainer derives them from the row's id and the step, so a row's rollouts
-    do not depend on which worker drew it); else `seed + i`."""
-    messages = [r.messages(prompt_cfg) for r in rows]
+    """G samples for each training item and their verifiable rewards, in the judge method's format
+    (ReflectRM's by default). `seeds`: one per row (a trainer derives them from the row's id and the step,
+    so a row's rollouts do not depend on which worker drew it); else `seed + i`."""
+    messages = [r.messages(prompt_cfg, method) for r in rows]
     row_seeds = list(seeds) if seeds is not None else [None if seed is None else seed + i for i in range(len(rows))]
     params = [
         SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=s)
@@ -78,7 +80,7 @@ def rollout(
             prompts.append(prompt)
             completions.append(list(c.token_ids))
             logprobs.append(tuple(c.logprobs))
-            graded.append(grade(c.text, row.task, row.label, cfg.reward))
+            graded.append(grade(c.text, row.task, row.label, cfg.reward, method))
             tasks.append(row.task)
     rewards = torch.tensor([g.reward for g in graded], dtype=torch.float32)
     too_long = sum(e is not None for e in errors)

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 
 from reflectrm.data.items import TrainingItem
 from reflectrm.engines.hf import HFEngine
+from reflectrm.methods import method_for
 from reflectrm.seeds import derive_seed
 from reflectrm.training.config import LoopConfig
 from reflectrm.training.dist import all_max, all_sum, all_sum_named, world
@@ -103,7 +104,7 @@ def grpo_step(worker: Worker, rows: list[TrainingItem], step: int) -> dict[str, 
     policy = worker.policy(step)
     t0 = time.perf_counter()
     seeds = [derive_seed(cfg.seed, r.id, step) for r in rows]
-    ro = rollout(policy, rows, cfg.grpo, cfg.prompt, seeds=seeds)
+    ro = rollout(policy, rows, cfg.grpo, cfg.prompt, seeds=seeds, method=method_for(cfg.method))
     worker.after_rollout()
     gen_s = time.perf_counter() - t0
 
@@ -161,7 +162,8 @@ def sft_step(worker: Worker, rows: list[TrainingItem]) -> dict[str, float]:
     _, size = world()
     t0 = time.perf_counter()
     tok = engine.tokenizer
-    prompts = [engine.encode(r.messages(cfg.prompt)) for r in rows]
+    method = method_for(cfg.method)
+    prompts = [engine.encode(r.messages(cfg.prompt, method)) for r in rows]
     targets = [tok(r.target or "", add_special_tokens=False)["input_ids"] + [tok.eos_token_id] for r in rows]
     local_tokens = sum(len(t) for t in targets)
     (all_tokens,) = all_sum([local_tokens])
@@ -201,5 +203,5 @@ def greedy_check(cfg: LoopConfig, engine: HFEngine, rows: Sequence[TrainingItem]
     if not rows:
         return {}
     g = dataclasses.replace(cfg.grpo, n=1, temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens)
-    ro = rollout(engine, rows, g, cfg.prompt, seeds=[0] * len(rows))
+    ro = rollout(engine, rows, g, cfg.prompt, seeds=[0] * len(rows), method=method_for(cfg.method))
     return {"eval_accuracy": sum(ro.correct) / len(rows), "eval_valid_rate": sum(ro.valid) / len(rows)}

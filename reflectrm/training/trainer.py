@@ -125,7 +125,7 @@ def _checkpoint(worker: Worker, output: Path, step: int, epoch: int, total: int)
 def resume_settings(cfg: LoopConfig) -> dict[str, Any]:
     """What a checkpoint's optimizer and model state depend on: a resume under other values would mix two
     runs (the optimizer keeps the checkpoint's learning rate, for one), so it is refused."""
-    flat = {"recipe": cfg.recipe, "seed": cfg.seed, "model.name": cfg.model.name}
+    flat = {"recipe": cfg.recipe, "method": cfg.method, "seed": cfg.seed, "model.name": cfg.model.name}
     for section in ("optim", "grpo"):
         for k, v in dataclasses.asdict(getattr(cfg, section)).items():
             flat[f"{section}.{k}"] = list(v) if isinstance(v, tuple) else v
@@ -142,7 +142,7 @@ def check_resume(cfg: LoopConfig, state: dict[str, Any], where: Path) -> None:
     saved = state.get("settings")
     if saved is None:
         return
-    now = resume_settings(cfg)
+    now, saved = resume_settings(cfg), {"method": "reflectrm"} | saved  # saved before methods: ReflectRM's
     differ = [f"{k}={saved.get(k)!r} there, {v!r} now" for k, v in now.items() if saved.get(k) != v]
     if differ:
         raise ValueError(

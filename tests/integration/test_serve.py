@@ -18,6 +18,7 @@ ARGS = SERVE_ARGS
 JUDGE_FIELDS = {
     "id",
     "preferred",
+    "method",
     "mode",
     "score",
     "majority",
@@ -410,6 +411,15 @@ def tiny_judge_url(url):
 
 
 @pytest.fixture
+def rm_r1_url(url):
+    judge = {**ARGS["judge"], "method": "rm_r1", "mode": "majority", "max_new_tokens": 48}
+    with variant(
+        url, "rm_r1", {**ARGS, "model": {"name": "tiny-judge", "max_prompt_tokens": 1024}, "judge": judge}
+    ) as u:
+        yield u
+
+
+@pytest.fixture
 def token_url(url, monkeypatch):
     monkeypatch.setenv("REFLECTRM_API_TOKEN", "s3cret")  # read where the app is built
     judge = {**ARGS["judge"], "max_new_tokens": 48}  # tiny-judge writes verdicts: the scores are not all 0.5
@@ -494,3 +504,20 @@ def test_bearer_token_auth_and_reward_in_both_orders(token_url, url):
     pair = {"prompt": "What is 2 + 2?", "response_1": "4", "response_2": "5", "mode": "reflect", "swap": True}
     both = post(token_url, "/v1/judge", pair, headers=auth).json()
     assert body["scores"][0] == pytest.approx(both_orders_score(both["score"], both["swapped"]["score"]))
+
+
+def test_rm_r1_is_served_on_judge_and_get_reward(rm_r1_url):
+    """judge.method=rm_r1: /v1/judge answers in RM-R1's terms (its parser's errors, no stage 2) with the
+    server's mode by default, refuses reflect with a 422 naming the field, and /get_reward scores a reference."""
+    url = rm_r1_url
+    r = post(url, "/v1/judge", {**OK, "n": 2})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["method"] == "rm_r1" and body["mode"] == "majority" and len(body["judgments"]) == 2
+    assert body["reflections"] == [] and all(j["valid"] or "answer" in j["error"] for j in body["judgments"])
+    refused = post(url, "/v1/judge", {**OK, "mode": "reflect"})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "mode", refused.text
+    assert "greedy, majority" in refused.json()["error"]["fix"]
+    prompt, query = openrlhf_query("What is 2 + 2?", "4")
+    r = post(url, "/get_reward", {"query": [query], "prompts": [prompt], "labels": ["The answer is 4."]}).json()
+    assert 0.0 <= r["scores"][0] <= 1.0 and r["extra_logs"]["error"] == [0.0]

@@ -83,9 +83,10 @@ def _job_config(module: str):
 
 
 def documented_commands():
-    """`python -m jobs.X --config ... overrides` lines of the cluster docs and the RayJob."""
+    """`python -m jobs.X --config ... overrides` lines of the cluster docs, the methods' page and the RayJob."""
     texts = [
         (ROOT / "cluster" / "README.md").read_text(),
+        (ROOT / "docs" / "methods.md").read_text(),
         load("cluster/kuberay/rayjob_train.yaml")["spec"]["entrypoint"],
     ]
     commands = []

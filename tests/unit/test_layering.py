@@ -27,7 +27,7 @@ LAYERS = (
         "reflectrm.ranking",
         "reflectrm.seeds",
     ),
-    ("reflectrm.prompts", "reflectrm.parsing", "reflectrm.protocols", "reflectrm.requests"),
+    ("reflectrm.prompts", "reflectrm.parsing", "reflectrm.protocols", "reflectrm.requests", "reflectrm.methods"),
     ("reflectrm.models", "reflectrm.engines.base"),
     ("reflectrm.engines",),
     ("reflectrm.inference",),
