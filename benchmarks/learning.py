@@ -140,7 +140,11 @@ def main() -> None:  # noqa: PLR0915 (one pre-registered protocol, stage by stag
     ap.add_argument("--stop-after", choices=STAGES, help="stop after this stage (re-run to go on)")
     ap.add_argument("--workdir", default="runs/bench_learning")
     ap.add_argument("--fresh", action="store_true", help="drop what --workdir holds and start afresh")
+    ap.add_argument("--report", action="store_true", help="print the tables of --output's finished JSON as markdown")
     args = parse(ap)
+    if args.report:
+        print(markdown(json.loads(Path(args.output).read_text())))
+        return
     from jobs.common import load_config, run_folder
     from jobs.main_config import CONFIGS, build_config, eval_config, warm_start_config
     from jobs.ray_building import build_data
@@ -152,7 +156,9 @@ def main() -> None:  # noqa: PLR0915 (one pre-registered protocol, stage by stag
     from reflectrm.data.sources import DataConfig
 
     work = Path(args.workdir).resolve()
-    check_settings(work, argparse.Namespace(**{k: v for k, v in vars(args).items() if k != "stop_after"}))
+    check_settings(
+        work, argparse.Namespace(**{k: v for k, v in vars(args).items() if k not in ("stop_after", "report")})
+    )
     cpus = os.cpu_count() or 1
     ray = RayConfig(num_cpus=cpus)
     seconds: dict[str, float] = {}
@@ -316,6 +322,53 @@ def print_summary(report: dict[str, Any]) -> None:
     ]
     heads = ["model", "dataset", "method", "pairs", "both-order acc [95% Wilson]", "consistency", "says Response 1"]
     print("\n" + table([*heads, "valid"], rows))
+
+
+def markdown(report: dict[str, Any]) -> str:
+    """The README's tables from a finished report: the pilot, the go/no-go, the primary table, the paired
+    comparisons (primary and exploratory) and the time."""
+    from reflectrm import comparison
+    from reflectrm.report import table
+
+    def f(v: Any, ci: Any = None) -> str:
+        return "-" if v is None else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
+
+    pilot = [
+        [lr, " ".join(f(v) for v in p["says_response_2"]), " ".join(f(v) for v in p["valid"])]
+        for lr, p in report["pilot"].items()
+    ]
+    gate = [
+        [n, f"{g['lr']:g}", g["mid_step"], f(g["training_accuracy"]), g["go"]] for n, g in report["go_no_go"].items()
+    ]
+    heads = ["model", "dataset", "method", "pairs", "both-order acc [95% Wilson]", "consistency [95% Wilson]"]
+    rows = [
+        [name, r["dataset"], r["method"], r["n_items"], f(r["accuracy"], r["accuracy_ci"])]
+        + [f(r["consistency"], r["consistency_ci"]), f(r["position_preference"]), f(r["valid_judgment_rate"])]
+        for part in ("table", "exploratory")
+        for name, results in report[part].items()
+        for r in results
+    ]
+    out = [
+        "Pilot (reward: 'Response 2' always; share of rollouts saying Response 2, and valid, per step):",
+        "",
+        table(["lr", "says Response 2", "valid"], pilot),
+        "",
+        f"Picked lr {report['lr']:g}. Go/no-go at the mid-point (training accuracy >= 0.55):",
+        "",
+        table(["arm", "lr", "mid step", "training accuracy", "go"], gate),
+        "",
+        table([*heads, "says Response 1", "valid"], rows),
+    ]
+    for part in ("paired", "paired_exploratory"):
+        for name, compared in report[part].items():
+            b, a = name.split(" vs ")
+            out += ["", comparison.markdown(compared, a, b)]
+    out += [
+        "",
+        f"Power: {report['power']}",
+        f"Total: {report.get('total_hours')} h on {report['settings']['cpus']} CPUs.",
+    ]
+    return "\n".join(out)
 
 
 def strip(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
