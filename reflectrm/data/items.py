@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from reflectrm.config import PromptConfig
 from reflectrm.data.codec import pair_from_row, pair_to_row, pair_type
@@ -41,7 +41,9 @@ class Critique:
 @dataclass(frozen=True)
 class TrainingItem:
     id: str
-    task: Task  # "response": judge the pair; "critique": pick the more reliable of two critiques
+    # "response": judge the pair; "critique": pick the more reliable of two critiques; "critic" (Critic-RM): a
+    # critique of each response with its 1-10 score (Critique.verdict holds the score), label = the better one
+    task: Task | Literal["critic"]
     label: int  # the gold answer: the better response (1 or 2), or the more reliable critique
     pair: PreferencePair
     critiques: tuple[Critique, Critique] | None = None  # reflection items only
@@ -50,10 +52,9 @@ class TrainingItem:
     def __post_init__(self) -> None:
         if self.label not in (1, 2):
             raise ValueError(f"training item {self.id}: label must be 1 or 2, got {self.label!r}")
-        if (self.task == "critique") != (self.critiques is not None):
-            raise ValueError(
-                f"training item {self.id}: a {self.task} item {'needs' if self.task == 'critique' else 'has no'} critiques"
-            )
+        needs = self.task in ("critique", "critic")
+        if needs != (self.critiques is not None):
+            raise ValueError(f"training item {self.id}: a {self.task} item {'needs' if needs else 'has no'} critiques")
 
     @classmethod
     def preference(cls, pair: PreferencePair) -> TrainingItem:
@@ -66,6 +67,13 @@ class TrainingItem:
         """`label`: which critique (1 = first) is the reliable one."""
         return cls(f"refl:{pair.id}", "critique", label, pair, (first, second))
 
+    @classmethod
+    def critic(cls, pair: PreferencePair, first: Critique, second: Critique) -> TrainingItem:
+        """Critic-RM: `first` critiques response 1 and `second` response 2 (each with its 1-10 score)."""
+        if pair.label not in (1, 2):
+            raise ValueError(f"pair {pair.id} has no gold label: a critic item needs one (1 or 2)")
+        return cls(f"critic:{pair.id}", "critic", int(pair.label), pair, (first, second))
+
     def with_target(self, target: str) -> TrainingItem:
         return dataclasses.replace(self, target=target)
 
@@ -76,6 +84,8 @@ class TrainingItem:
         by default). A reflection item exists for ReflectRM only."""
         if self.critiques is None:
             return (method or method_for("reflectrm")).prompt(self.pair, prompt_cfg)
+        if self.task == "critic":
+            raise ValueError(f"training item {self.id} is a Critic-RM item: its two prompts are critique_prompt's")
         if method is not None and not method.reflection:
             raise ValueError(
                 f"training item {self.id} is a reflection item, which judge method {method.name} has no task for: "

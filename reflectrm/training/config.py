@@ -11,7 +11,7 @@ from typing import Literal
 from reflectrm.config import Method, ModelConfig, PromptConfig, VLLMConfig
 from reflectrm.rewards import RewardConfig
 
-Recipe = Literal["grpo", "rft", "sft"]
+Recipe = Literal["grpo", "rft", "sft", "critic_rm"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,20 @@ class GRPOConfig:
                 f"grpo.top_p={self.top_p}: rollouts from a nucleus come from a truncated distribution, while the loss "
                 "takes log-probs over the whole vocabulary, so the update would be off-policy: use grpo.top_p=1.0"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class CriticConfig:
+    """Critic-RM's joint loss (reflectrm/training/critic.py): lam * LM(critiques) + (1 - lam) * Bradley-Terry.
+    The paper moves the weight from the critique loss to the reward loss; its schedule is not public (ours)."""
+
+    lambda_start: float = 0.8
+    lambda_end: float = 0.2
+    schedule: Literal["linear", "cosine", "constant"] = "linear"
+
+    def __post_init__(self) -> None:
+        if not (0.0 <= self.lambda_start <= 1.0 and 0.0 <= self.lambda_end <= 1.0):
+            raise ValueError(f"critic.lambda_start and lambda_end must be in [0, 1], got {self}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +126,7 @@ class LoopConfig:
     model: ModelConfig = ModelConfig()
     prompt: PromptConfig = PromptConfig()
     grpo: GRPOConfig = GRPOConfig()
+    critic: CriticConfig = CriticConfig()  # recipe=critic_rm
     optim: OptimConfig = OptimConfig()
     trainer: TrainerConfig = TrainerConfig()
     epochs: int = 1
@@ -129,5 +144,6 @@ class LoopConfig:
             raise ValueError(f"max_steps must be >= 1 (or null for whole epochs), got {self.max_steps}")
 
     def grad_accum(self) -> int:
-        seqs = self.trainer.prompts_per_worker * (1 if self.recipe == "sft" else self.grpo.n)
+        per_prompt = {"sft": 1, "critic_rm": 2}.get(self.recipe, self.grpo.n)  # critic_rm: both responses' critiques
+        seqs = self.trainer.prompts_per_worker * per_prompt
         return math.ceil(seqs / self.trainer.micro_batch)

@@ -31,7 +31,7 @@ TRAINING_ORDERS = "both"  # the default of `data.orders` in training: every pair
 
 def check_step_orders(recipe: str, data: DataConfig, prompts_per_worker: int) -> None:
     """Under orders=both a rollout step holds each pair in both orders: its prompts come in twos."""
-    if recipe != "sft" and (data.orders or TRAINING_ORDERS) == "both" and prompts_per_worker % 2:
+    if recipe in ("grpo", "rft") and (data.orders or TRAINING_ORDERS) == "both" and prompts_per_worker % 2:
         raise TrainingDataError(
             f"trainer.prompts_per_worker={prompts_per_worker} with data.orders=both: a step holds each pair in both "
             "orders, so it must be even (or set data.orders=random)"
@@ -46,6 +46,8 @@ def load_items(
     so with an even batch they land in the same step). `method`: the judge format trained (ReflectRM's by
     default); one without a reflection task gets the synthetic SFT set's preference targets only, in its format."""
     method = method or method_for("reflectrm")
+    if recipe == "critic_rm":
+        return _critic_items(data), [], []
     notes: list[str] = []
     orders = data.orders or TRAINING_ORDERS
     if data.format == "mix":
@@ -185,6 +187,20 @@ def _mix_items(path: Path, recipe: str) -> list[TrainingItem]:
     if recipe == "sft" and items[0].target is None:
         raise TrainingDataError(f"{path}: recipe=sft needs a `target` column (the judgment to learn)")
     return items
+
+
+def _critic_items(data: DataConfig) -> list[TrainingItem]:
+    """Critic-RM's items (the critiques its generate-and-filter kept), as written: a critic item is pointwise,
+    each critique prompt shows one response, so the order of a pair does not matter and is not changed."""
+    if data.format != "mix":
+        raise TrainingDataError(
+            f"recipe=critic_rm reads critic items (data.format=mix, a Parquet of TrainingItem.critic rows), got "
+            f"data.format={data.format}"
+        )
+    rows = _mix_items(Path(data.path), "critic_rm")
+    if other := sorted({r.task for r in rows} - {"critic"}):
+        raise TrainingDataError(f"{data.path}: recipe=critic_rm needs critic items only, found {other} items")
+    return rows[: data.limit] if data.limit is not None else rows
 
 
 def _target_items(path: Path) -> list[TrainingItem]:

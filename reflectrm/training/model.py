@@ -41,9 +41,13 @@ def build_model(cfg: LoopConfig, device: str) -> tuple[HFEngine, torch.nn.Module
     model = with_lora(engine.model, t.lora) if t.finetune == "lora" else engine.model
     if t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.recipe == "critic_rm":  # the LM (LoRA or full) and a trainable reward head, as one module
+        from reflectrm.training.critic import CriticLM
+
+        model = CriticLM(model).to(device)
     model.train()
     ref = None
-    if cfg.recipe != "sft" and cfg.grpo.kl_coef:
+    if cfg.recipe in ("grpo", "rft") and cfg.grpo.kl_coef:
         # LoRA: the same model with its adapters disabled; full: a frozen copy, made before any sharding
         ref = model if t.finetune == "lora" else copy.deepcopy(model).eval().requires_grad_(False)
     return engine, model, ref
@@ -55,8 +59,14 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
     from reflectrm.models import load_model, load_tokenizer, resolve_model
 
     path = resolve_model(cfg.model.name)
-    model = load_model(path, state[next(iter(state))].dtype, "cpu", cfg.model.trust_remote_code)
     folder.mkdir(parents=True, exist_ok=True)
+    if cfg.recipe == "critic_rm":  # CriticLM's state: lm.* is the model, reward_head.* is saved beside it
+        from reflectrm.training.critic import save_reward_head
+
+        head = {k.removeprefix("reward_head."): v for k, v in state.items() if k.startswith("reward_head.")}
+        state = {k.removeprefix("lm."): v for k, v in state.items() if k.startswith("lm.")}
+        save_reward_head(head, folder, {"hidden_size": int(head["weight"].shape[1]), "reads": "critic-rm-prompts-v1"})
+    model = load_model(path, state[next(iter(state))].dtype, "cpu", cfg.model.trust_remote_code)
     if cfg.trainer.finetune == "lora":
         model = with_lora(model, cfg.trainer.lora)
         model.load_state_dict(state)
@@ -66,20 +76,19 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
         model.load_state_dict(state)
     model.save_pretrained(folder, safe_serialization=True)
     load_tokenizer(path, cfg.model.trust_remote_code).save_pretrained(folder)
-    budget = cfg.grpo.max_new_tokens if cfg.recipe != "sft" else None  # the judge budget its rollouts had
+    budget = cfg.grpo.max_new_tokens if cfg.recipe in ("grpo", "rft") else None  # the judge budget of its rollouts
+    method = "critic_rm" if cfg.recipe == "critic_rm" else cfg.method
     (folder / "training.json").write_text(
-        json.dumps(
-            {"recipe": cfg.recipe, "method": cfg.method, "base": cfg.model.name, "max_new_tokens": budget}, indent=2
-        )
+        json.dumps({"recipe": cfg.recipe, "method": method, "base": cfg.model.name, "max_new_tokens": budget}, indent=2)
     )
     lines = [
         "# reflectrm training export",
         "",
-        f"Recipe `{cfg.recipe}` of the `{cfg.method}` judge method from `{cfg.model.name}` "
+        f"Recipe `{cfg.recipe}` of the `{method}` judge method from `{cfg.model.name}` "
         f"({cfg.trainer.finetune}, {cfg.trainer.strategy}).",
         "",
-        f"    reflectrm judge model=THIS_FOLDER judge.method={cfg.method}"
-        + (" judge.mode=greedy" if cfg.method != "reflectrm" else "")
+        f"    reflectrm judge model=THIS_FOLDER judge.method={method}"
+        + (" judge.mode=greedy" if method != "reflectrm" else "")
         + " --prompt ... --response-1 ... --response-2 ...",
         "",
         "## Final metrics",

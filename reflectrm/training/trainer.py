@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from reflectrm.data.items import TrainingItem
-from reflectrm.training.config import LoopConfig
+from reflectrm.training.config import CriticConfig, LoopConfig
+from reflectrm.training.critic import critic_step
 from reflectrm.training.dist import barrier, world
 from reflectrm.training.model import export
 from reflectrm.training.run_log import RunLog, short
@@ -78,10 +79,14 @@ def run_loop(
             if step >= total or i >= steps_per_epoch:
                 break
             t0 = time.perf_counter()
-            m = sft_step(worker, rows) if cfg.recipe == "sft" else grpo_step(worker, rows, step)
+            if cfg.recipe == "critic_rm":
+                m = critic_step(worker, rows, step, total)
+            else:
+                m = sft_step(worker, rows) if cfg.recipe == "sft" else grpo_step(worker, rows, step)
             step += 1
             _fail_once(cfg, session.output, step)
-            if (cfg.eval_every and step % cfg.eval_every == 0) or step == total:
+            evaluate = cfg.recipe != "critic_rm"  # the greedy check judges pairs: a critic writes critiques
+            if evaluate and ((cfg.eval_every and step % cfg.eval_every == 0) or step == total):
                 rollout_model = strategy.rollout_model().eval()  # collective under FSDP2 / ZeRO-3
                 if rank == 0:
                     m.update(greedy_check(cfg, worker.engine.with_model(rollout_model), held_out))
@@ -126,7 +131,7 @@ def resume_settings(cfg: LoopConfig) -> dict[str, Any]:
     """What a checkpoint's optimizer and model state depend on: a resume under other values would mix two
     runs (the optimizer keeps the checkpoint's learning rate, for one), so it is refused."""
     flat = {"recipe": cfg.recipe, "method": cfg.method, "seed": cfg.seed, "model.name": cfg.model.name}
-    for section in ("optim", "grpo"):
+    for section in ("optim", "grpo", "critic"):
         for k, v in dataclasses.asdict(getattr(cfg, section)).items():
             flat[f"{section}.{k}"] = list(v) if isinstance(v, tuple) else v
     t = cfg.trainer
@@ -142,7 +147,8 @@ def check_resume(cfg: LoopConfig, state: dict[str, Any], where: Path) -> None:
     saved = state.get("settings")
     if saved is None:
         return
-    now, saved = resume_settings(cfg), {"method": "reflectrm"} | saved  # saved before methods: ReflectRM's
+    legacy = {"method": "reflectrm"} | {f"critic.{k}": v for k, v in dataclasses.asdict(CriticConfig()).items()}
+    now, saved = resume_settings(cfg), legacy | saved  # saved before these settings existed: their defaults
     differ = [f"{k}={saved.get(k)!r} there, {v!r} now" for k, v in now.items() if saved.get(k) != v]
     if differ:
         raise ValueError(

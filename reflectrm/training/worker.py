@@ -46,7 +46,7 @@ class Worker:
             offload_optimizer=t.offload_optimizer,
         )
         vllm = None
-        if cfg.recipe != "sft" and choose_rollout_engine(t.rollout_engine, device) == "vllm":
+        if cfg.recipe in ("grpo", "rft") and choose_rollout_engine(t.rollout_engine, device) == "vllm":
             vllm = VLLMRollouts(cfg.model, t.vllm, device, sleep=t.vllm_sleep)
         return cls(cfg, engine, strategy, ref, vllm)
 

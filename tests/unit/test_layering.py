@@ -34,7 +34,7 @@ LAYERS = (
     ("reflectrm.data",),
     ("reflectrm.scoring", "reflectrm.evaluation"),
     ("reflectrm.training",),
-    ("reflectrm.experiment", "reflectrm.integrations"),
+    ("reflectrm.experiment", "reflectrm.integrations", "reflectrm.critic_judge"),
     ("reflectrm.cli",),
 )
 

@@ -1,0 +1,148 @@
+"""Critic-RM at inference (arXiv 2411.16646; method.md §6): critique a response, then the reward head reads the
+critique. Pointwise: `reward(context, responses)` scores each response alone (no reference, no group), which
+is what a reward with no reference needs; `judge(pairs)` compares two responses: r1 and r2 each the mean
+reward over m critiques (the paper's inference-time scaling), the score sigmoid(r1 - r2).
+
+    judge = CriticJudge.load("runs/critic/final", m=4)
+    judge.judge([pair])[0].to_dict()      # preferred, score, rewards, every critique with its score and reward
+
+m = 1 writes one greedy critique; m > 1 samples them at `temperature` (seeded by the pair's id and the
+response's text, so a response gets the same critiques in either order). The head needs the model's hidden
+states, so the critiques are written and read by the HF engine.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from reflectrm.config import ModelConfig, PromptConfig
+from reflectrm.engines.base import GenerationRequest, SamplingParams
+from reflectrm.engines.hf import HFEngine
+from reflectrm.methods.critic_rm import TEMPLATE_VERSION, critique_prompt, parse_critique
+from reflectrm.records import Message, PreferencePair, Usage, Verdict
+from reflectrm.seeds import derive_seed
+from reflectrm.training.critic import CriticLM, load_reward_head
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One response's reward: the mean over its critiques, and each critique with its head reward."""
+
+    reward: float
+    critiques: tuple[dict[str, Any], ...]
+    usage: Usage = Usage()
+
+
+@dataclass(frozen=True)
+class CriticResult:
+    preferred: Verdict  # the response with the higher mean reward; None on an exact tie
+    score: float  # sigmoid(r1 - r2): P(response 1 better)
+    responses: tuple[Scored, Scored]
+    pair_id: str = ""
+    m: int = 1
+    method: str = field(default="critic_rm")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.pair_id,
+            "preferred": self.preferred,
+            "method": self.method,
+            "mode": f"critic@{self.m}",
+            "score": self.score,
+            "rewards": [s.reward for s in self.responses],
+            "critiques": [list(s.critiques) for s in self.responses],
+            "template": TEMPLATE_VERSION,
+            "usage": {
+                "prompt_tokens": sum(s.usage.prompt_tokens for s in self.responses),
+                "completion_tokens": sum(s.usage.completion_tokens for s in self.responses),
+            },
+        }
+
+
+class CriticJudge:
+    def __init__(
+        self,
+        engine: HFEngine,
+        model: CriticLM,
+        m: int = 1,
+        temperature: float = 1.0,
+        max_new_tokens: int = 256,
+        seed: int = 0,
+        prompt: PromptConfig = PromptConfig(),
+    ):
+        if m < 1:
+            raise ValueError(f"m={m}: the number of critiques per response must be >= 1")
+        self.engine, self.model, self.m = engine, model.eval(), m
+        self.temperature, self.max_new_tokens, self.seed, self.prompt = temperature, max_new_tokens, seed, prompt
+
+    @classmethod
+    def load(cls, folder: str | Path, **kw: Any) -> CriticJudge:
+        """A Critic-RM export (recipe=critic_rm): the model, and the reward head beside it (a clear error if none)."""
+        engine = HFEngine.from_config(ModelConfig(name=str(folder)))
+        head = load_reward_head(folder, engine.model.config.hidden_size).to(engine.device)
+        return cls(engine, CriticLM(engine.model, head), **kw)
+
+    def reward(self, context: tuple[Message, ...], responses: Sequence[str], key: str = "") -> list[Scored]:
+        """Each response scored alone: m critiques, each read by the head, averaged."""
+        temperature = 0.0 if self.m == 1 else self.temperature
+        requests = [
+            GenerationRequest(
+                critique_prompt(context, r, self.prompt),
+                SamplingParams(
+                    n=self.m,
+                    temperature=temperature,
+                    max_new_tokens=self.max_new_tokens,
+                    seed=derive_seed(self.seed, key, "critique", r),
+                ),
+            )
+            for r in responses
+        ]
+        gens = self.engine.generate(requests)
+        rows = []
+        for req, gen in zip(requests, gens):
+            prompt_ids = list(gen.prompt_ids) or self.engine.prompt_ids(req)
+            for c in gen.completions:
+                ids = list(c.token_ids)
+                if not ids or ids[-1] not in self.engine.eos_ids:
+                    ids.append(self.engine.tokenizer.eos_token_id)  # the head reads the end of the critique
+                rows.append((prompt_ids, ids))
+        rewards = iter(self._rewards(rows))
+        out = []
+        for gen in gens:
+            crit = []
+            for c in gen.completions:
+                parsed = parse_critique(c.text)
+                crit.append(
+                    {"text": c.text, "score": parsed.score, "error": parsed.error, "reward": next(rewards),
+                     "completion_tokens": len(c.token_ids)}
+                )  # fmt: skip
+            mean = sum(x["reward"] for x in crit) / len(crit)
+            out.append(Scored(mean, tuple(crit), Usage(gen.prompt_tokens, sum(x["completion_tokens"] for x in crit))))
+        return out
+
+    def judge(self, pairs: Sequence[PreferencePair]) -> list[CriticResult]:
+        results = []
+        for p in pairs:
+            s1, s2 = self.reward(p.context, [p.response_1, p.response_2], key=p.id)
+            diff = s1.reward - s2.reward
+            preferred: Verdict = None if diff == 0 else (1 if diff > 0 else 2)
+            results.append(CriticResult(preferred, 1 / (1 + math.exp(-diff)), (s1, s2), p.id, self.m))
+        return results
+
+    def _rewards(self, rows: list[tuple[list[int], list[int]]]) -> list[float]:
+        from reflectrm.training.critic import pack
+
+        b = pack(rows, self.engine.pad_id if self.engine.pad_id is not None else 0)
+        with torch.no_grad():
+            out = self.model(
+                input_ids=b["input_ids"].to(self.engine.device),
+                attention_mask=b["attention_mask"].to(self.engine.device),
+                reward_index=b["last"].to(self.engine.device),
+                use_cache=False,
+            )
+        return [float(r) for r in out.rewards]
