@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(f"{s['steps']} steps in {s['wall_seconds']:.0f} s{share}")
     if s["too_long"]:
         print(f"skipped {s['too_long']} prompts over model.max_prompt_tokens (raise it, or drop long items)")
-    print(f"export: {s['export']}  (reflectrm judge model={s['export']} ...)")
+    print(f"export: {s['export']}  (its README.md says how to judge with it)")
     print(f"metrics: {out / 'metrics.jsonl'}, curves: {out / 'curves.png'}")
     return s
 

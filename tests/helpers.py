@@ -39,3 +39,17 @@ def write_toy_mix(path, n_pairs: int, seed: int = 3):
 
     write_items(checkable_mix(n_pairs, seed), path)
     return path
+
+
+def write_toy_critic(path, n_pairs: int, seed: int = 9):
+    """Critic-RM items made without a model: the synthetic pair's checkable analysis scored 8 for the better
+    response, a fixed complaint scored 3 for the other."""
+    from reflectrm.data.items import Critique, TrainingItem, write_items
+    from reflectrm.data.synthetic import synthetic_pairs, target_analysis
+
+    items = []
+    for p in synthetic_pairs(n_pairs, seed=seed):
+        good, bad = Critique(target_analysis(p), 8), Critique("It misses the instruction.", 3)
+        items.append(TrainingItem.critic(p, *((good, bad) if p.label == 1 else (bad, good))))
+    write_items(items, path)
+    return path

@@ -87,7 +87,9 @@ def export(cfg: LoopConfig, state: dict[str, torch.Tensor], folder: Path, summar
         f"Recipe `{cfg.recipe}` of the `{method}` judge method from `{cfg.model.name}` "
         f"({cfg.trainer.finetune}, {cfg.trainer.strategy}).",
         "",
-        f"    reflectrm judge model=THIS_FOLDER judge.method={method}"
+        "    python -c \"from reflectrm.critic_judge import CriticJudge; CriticJudge.load('THIS_FOLDER', m=4)\""
+        if method == "critic_rm"
+        else f"    reflectrm judge model=THIS_FOLDER judge.method={method}"
         + (" judge.mode=greedy" if method != "reflectrm" else "")
         + " --prompt ... --response-1 ... --response-2 ...",
         "",

@@ -5,7 +5,9 @@
   update, and DDP's equals the plain update's (grad norms and all) (the one place this is proved;
   the Ray Train integration test keeps one run for failure, restart and re-run);
 - each strategy's checkpoint loads back: a run stopped after step 1 and started again from its step-1
-  checkpoint gives the step-2 loss of the run straight through (model, optimizer and scheduler restored).
+  checkpoint gives the step-2 loss of the run straight through (model, optimizer and scheduler restored);
+- Critic-RM's joint loss (recipe=critic_rm: the LM and its reward head as one module) gives the same losses
+  under each strategy, and each exports the same reward head.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
 
-from tests.helpers import write_toy_mix
+from tests.helpers import write_toy_critic, write_toy_mix
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -59,7 +62,8 @@ class RankSession:
 
 
 def run_rank(rank: int, port: int, name: str, mix: str, root: str) -> None:
-    """One rank: the run straight through (2 steps), then the same run stopped after step 1 and resumed."""
+    """One rank: the run straight through (2 steps), then the same run stopped after step 1 and resumed; then
+    a 2-step Critic-RM run on the critic items beside the mix."""
     import torch
     import torch.distributed as dist
 
@@ -96,6 +100,10 @@ def run_rank(rank: int, port: int, name: str, mix: str, root: str) -> None:
         for run, steps in runs:  # the second "resumed" starts at step 1
             out = Path(root) / name / run
             train_worker(dataclasses.replace(cfg, max_steps=steps), RankSession(items, rank, out), 4, [])
+        if name != PLAIN:
+            critic = dataclasses.replace(cfg, recipe="critic_rm", checkpoint_every=0)
+            critic_items = read_items(Path(mix).with_name("critic.parquet"))
+            train_worker(critic, RankSession(critic_items, rank, Path(root) / name / "critic"), 2, [])
     finally:
         dist.destroy_process_group()
 
@@ -112,6 +120,7 @@ def runs(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("strategies")
     mix = write_toy_mix(root / "mix.parquet", 10)
+    write_toy_critic(root / "critic.parquet", 8)
     for name in (*STRATEGIES, PLAIN):
         mp.spawn(run_rank, args=(free_port(), name, str(mix), str(root)), nprocs=SIZE, join=True)
     return root
@@ -146,3 +155,17 @@ def test_each_strategys_checkpoint_loads_back(runs, name):
     assert straight[1]["loss"] != 0  # step 2 learnt something: a lost optimizer state would change it
     for key in ("loss", "grad_norm", "kl", "reward_mean"):
         assert resumed[1][key] == pytest.approx(straight[1][key], rel=1e-4, abs=1e-6), key
+
+
+def test_critic_rm_gives_the_same_losses_and_head_under_each_strategy(runs):
+    from safetensors.torch import load_file
+
+    ddp = metrics(runs / "ddp" / "critic")
+    assert [m["step"] for m in ddp] == [1, 2] and all(m["bt_loss"] > 0 and m["lm_loss"] > 0 for m in ddp)
+    head = load_file(str(runs / "ddp" / "critic" / "final" / "reward_head.safetensors"))
+    for name in ("fsdp2", "zero2", "zero3"):
+        other = metrics(runs / name / "critic")
+        for key in ("loss", "lm_loss", "bt_loss", "reward_margin", "grad_norm"):
+            assert [m[key] for m in other] == pytest.approx([m[key] for m in ddp], rel=1e-4, abs=1e-6), (name, key)
+        theirs = load_file(str(runs / name / "critic" / "final" / "reward_head.safetensors"))
+        assert all(torch.allclose(theirs[k], head[k], atol=1e-5) for k in head), name
