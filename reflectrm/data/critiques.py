@@ -74,12 +74,12 @@ def select_items(filtered: Sequence[Filtered], cfg: CriticFilter) -> tuple[list[
     return [f.item for f in kept[:n]], dict(counts)  # type: ignore[misc]
 
 
-def sample_critiques(
-    engine: Any, pairs: Sequence[PreferencePair], cfg: CriticFilter, **sampling: Any
-) -> list[Filtered]:
-    """Generate and filter: `cfg.k` critiques of each response of each pair (one engine call, seeded by the
-    pair's id and the response's text: pointwise, so a response gets the same critiques in either order),
-    then `filter_pair`. `sampling`: temperature, max_new_tokens, seed, prompt (PromptConfig)."""
+def sample_texts(
+    engine: Any, pairs: Sequence[PreferencePair], k: int, **sampling: Any
+) -> list[tuple[list[str], list[str]] | None]:
+    """`k` critiques of each response of each pair, in one engine call, seeded by the pair's id and the
+    response's text (pointwise: a response gets the same critiques in either order). None for a pair whose
+    prompt is over the engine's limit. `sampling`: temperature, max_new_tokens, seed, prompt (PromptConfig)."""
     from reflectrm.config import PromptConfig
     from reflectrm.engines.base import GenerationRequest, SamplingParams, generate_each
     from reflectrm.methods.critic_rm import critique_prompt
@@ -90,7 +90,7 @@ def sample_critiques(
         GenerationRequest(
             critique_prompt(p.context, response, prompt),
             SamplingParams(
-                n=cfg.k,
+                n=k,
                 temperature=sampling.get("temperature", 1.0),
                 max_new_tokens=sampling.get("max_new_tokens", 256),
                 seed=derive_seed(sampling.get("seed", 0), p.id, "critique", response),
@@ -100,9 +100,17 @@ def sample_critiques(
         for response in (p.response_1, p.response_2)
     ]
     gens, _ = generate_each(engine, requests)  # a prompt over the engine's limit comes back as None
-    out = []
-    for i, p in enumerate(pairs):
-        g1, g2 = gens[2 * i], gens[2 * i + 1]
-        texts = [[c.text for c in g.completions] if g is not None else [] for g in (g1, g2)]
-        out.append(filter_pair(p, texts[0], texts[1], cfg) if all(texts) else Filtered(None, "prompt too long"))
+    out: list[tuple[list[str], list[str]] | None] = []
+    for g1, g2 in zip(gens[0::2], gens[1::2]):
+        out.append(
+            None if g1 is None or g2 is None else ([c.text for c in g1.completions], [c.text for c in g2.completions])
+        )
     return out
+
+
+def sample_critiques(
+    engine: Any, pairs: Sequence[PreferencePair], cfg: CriticFilter, **sampling: Any
+) -> list[Filtered]:
+    """Generate and filter: `sample_texts` with cfg.k, then `filter_pair` on each pair."""
+    texts = sample_texts(engine, pairs, cfg.k, **sampling)
+    return [Filtered(None, "prompt too long") if t is None else filter_pair(p, *t, cfg) for p, t in zip(pairs, texts)]
