@@ -57,6 +57,8 @@ class JudgeCommand:
     def __post_init__(self) -> None:
         from reflectrm.methods import method_for
 
+        if self.judge.method == "critic_rm":  # greedy: one greedy critique per response; else judge.n sampled
+            return
         method_for(self.judge.method).check_mode(self.judge.mode)  # before a model loads
 
 
@@ -238,6 +240,8 @@ def _run_judge(cfg: JudgeCommand, pairs: Sequence[Any], progress: bool = False) 
     from reflectrm.engines import load_engine
     from reflectrm.inference import Judge
 
+    if cfg.judge.method == "critic_rm":
+        return _run_critic(cfg, pairs, progress)
     engine = load_engine(cfg.model)
     judge = Judge(engine, cfg.judge, cfg.prompt)
     results = []
@@ -251,8 +255,37 @@ def _run_judge(cfg: JudgeCommand, pairs: Sequence[Any], progress: bool = False) 
     return results
 
 
+def _run_critic(cfg: JudgeCommand, pairs: Sequence[Any], progress: bool) -> list[Any]:
+    """Critic-RM: m critiques of each response (1 greedy in mode greedy, else judge.n sampled), each read by
+    the reward head saved beside the model (the HF engine: the head needs hidden states)."""
+    from tqdm import tqdm
+
+    from reflectrm.critic_judge import CriticJudge
+
+    j = cfg.judge
+    m = 1 if j.mode == "greedy" else j.n
+    judge = CriticJudge.load(
+        cfg.model.name, m=m, temperature=j.temperature, max_new_tokens=j.max_new_tokens, seed=j.seed, prompt=cfg.prompt
+    )
+    with tqdm(total=len(pairs), desc=f"judge (critic_rm, m={m})", unit="pair", disable=not progress) as bar:
+        results = []
+        for p in pairs:
+            results += judge.judge([p])
+            bar.update(1)
+    return results
+
+
 def _describe(r: dict[str, Any]) -> str:
     from reflectrm.report import table
+
+    if r.get("method") == "critic_rm":
+        rows = [
+            [i + 1, k, c["score"], c["reward"], c["completion_tokens"]]
+            for i, side in enumerate(r["critiques"])
+            for k, c in enumerate(side)
+        ]
+        head = table(["response", "critique", "score", "reward", "tokens"], rows)
+        return f"{head}\n\nmode={r['mode']}  preferred={r['preferred']}  score={r['score']:.3f}  rewards={r['rewards']}  tokens={r['usage']}"
 
     rows = [
         [i, j["verdict"], j["valid"], j["confidence"], j["completion_tokens"], "anchor" if i == r["anchor"] else ""]

@@ -72,7 +72,9 @@ class VLLMConfig:
 
 Mode = Literal["greedy", "majority", "reflect"]  # how a pair is judged (JudgeConfig.mode)
 Stage2 = Literal["lazy", "full"]  # how stage 2 asks (JudgeConfig.stage2)
-Method = Literal["reflectrm", "rm_r1"]  # the judge format (reflectrm.methods): prompt, parser and reward
+# the judge format (reflectrm.methods): prompt, parser and reward; critic_rm (pointwise, a reward head) is judged
+# by `reflectrm judge` and reflectrm.critic_judge only, so far
+Method = Literal["reflectrm", "rm_r1", "critic_rm"]
 ENGINE_ENV = "REFLECTRM_ENGINE"  # what model.engine=auto means, when set (hf or vllm)
 
 

@@ -121,3 +121,26 @@ def test_critic_judge_scores_responses_pointwise_and_pairs_by_the_mean_reward(tm
     assert d["usage"]["completion_tokens"] == sum(c["completion_tokens"] for side in d["critiques"] for c in side)
     with pytest.raises(FileNotFoundError, match="no reward head"):
         CriticJudge.load("tiny-random")
+
+
+def test_reflectrm_judge_runs_critic_rm_and_the_jobs_refuse_it(tmp_path, capfd):
+    import pytest
+
+    from jobs.ray_scoring import ScoreConfig
+    from reflectrm.cli import main
+    from reflectrm.config import ConfigError, JudgeConfig
+
+    cfg = config(max_steps=1, checkpoint_every=0, eval_every=0)
+    train_worker(cfg, LocalSession(items(2), 2, tmp_path / "run"), steps_per_epoch=1, held_out=[])
+    model = str(tmp_path / "run" / "final")
+    argv = ["judge", f"model={model}", "judge.method=critic_rm", "judge.mode=majority", "judge.n=2"]
+    capfd.readouterr()  # the training's output
+    assert (
+        main([*argv, "judge.max_new_tokens=8", "--prompt", "2+2?", "--response-1", "4", "--response-2", "5", "--json"])
+        == 0
+    )
+    out = json.loads(capfd.readouterr().out)
+    assert out["method"] == "critic_rm" and out["mode"] == "critic@2" and [len(c) for c in out["critiques"]] == [2, 2]
+    assert out["preferred"] in (1, 2) and 0 < out["score"] < 1
+    with pytest.raises(ConfigError, match="judge.method=critic_rm is pointwise"):
+        ScoreConfig(judge=JudgeConfig(method="critic_rm", mode="greedy"))
