@@ -109,6 +109,11 @@ def compare(section: dict[str, Any], verdicts: dict[str, list[dict[str, Any]]]) 
     f, lz, vo = verdicts["reflect_full"], verdicts["reflect_lazy"], verdicts["reflect_lazy_verdict"]
     section["verdicts_identical_full_lazy"] = [a["preferred"] for a in f] == [b["preferred"] for b in lz]
     section["scores_identical_full_lazy"] = [a["score"] for a in f] == [b["score"] for b in lz]
+    # each comparison lazy asked gives full's answer (in whichever round it ran)
+    section["comparisons_identical_full_lazy"] = all(
+        dict(zip(b["indices"], b["better"])).items() <= dict(zip(a["indices"], a["better"])).items()
+        for a, b in zip(f, lz)
+    )
     section["verdict_only_agreement_with_full"] = round(
         sum(a["preferred"] == b["preferred"] for a, b in zip(f, vo)) / len(f), 3
     )
@@ -171,6 +176,12 @@ def main() -> None:
         report[section] = out
     engine.close()
     write_report(report, args.output)
+    exact = ("verdicts_identical_full_lazy", "scores_identical_full_lazy", "comparisons_identical_full_lazy")
+    broken = [
+        f"{name}: {k}" for name, sec in report.items() if isinstance(sec, dict) for k in exact if sec.get(k) is False
+    ]
+    if broken:  # lazy stage 2 is exact by construction (reflectrm/inference.py): a difference is a bug
+        raise SystemExit(f"stage2_cost: lazy stage 2 differs from full: {', '.join(broken)}")
 
 
 if __name__ == "__main__":

@@ -71,8 +71,8 @@ def test_rayservice_serves_the_same_app_as_serve_config():
 
 def _job_config(module: str):
     from jobs.ray_building import BuildDataConfig
-    from jobs.ray_scoring import EvaluateConfig, ScoreConfig
     from jobs.ray_critiques import BuildCritiquesConfig
+    from jobs.ray_scoring import EvaluateConfig, ScoreConfig
     from jobs.ray_training import TrainConfig
 
     return {
