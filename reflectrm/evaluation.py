@@ -259,6 +259,12 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[Any]]:
     ]
 
 
+def prompting_only(summary: dict[str, Any]) -> bool:
+    """A trained export judged with another method than the one it learnt."""
+    trained, used = summary.get("trained_for"), summary.get("prompt_template", "")
+    return trained is not None and not used.startswith(trained.replace("_", "-"))
+
+
 def markdown(summary: dict[str, Any]) -> str:
     results = summary["results"]
     parts = [
@@ -268,7 +274,9 @@ def markdown(summary: dict[str, Any]) -> str:
         "both-order acc = each pair judged as given and swapped, both count (the headline; a judge that "
         "always names one position scores 0.50); consistency = right in both orders (method.md §5); "
         "says Response 1 = share of valid verdicts naming position 1 (0.50 = no position preference). "
-        f"{CI_METHOD}. '-' = not measured. Majority is the vote of reflect's own stage-1 samples.",
+        f"{CI_METHOD}. '-' = not measured."
+        + (" Majority is the vote of reflect's own stage-1 samples." if "reflect" in summary["methods"] else "")
+        + (f" The model was trained for {summary['trained_for']}: prompting only." if prompting_only(summary) else ""),
         "",
     ]
     for title, held in (("Benchmarks", False), ("Held out (JudgeBench: report only, never tune on it)", True)):

@@ -214,6 +214,18 @@ def test_rm_r1_rows_are_read_and_bad_ones_named(tmp_path):
             load_pairs("rm-r1", path)
 
 
+def test_a_judge_prompted_with_a_method_it_did_not_learn_is_named(tmp_path):
+    import json
+
+    from reflectrm.evaluation import prompting_only, trained_method
+
+    (tmp_path / "training.json").write_text(json.dumps({"recipe": "grpo", "method": "reflectrm"}))
+    assert trained_method(str(tmp_path)) == "reflectrm" and trained_method("tiny-random") is None
+    assert prompting_only({"trained_for": "reflectrm", "prompt_template": R1.template_version})
+    assert not prompting_only({"trained_for": "rm_r1", "prompt_template": R1.template_version})
+    assert not prompting_only({"trained_for": None, "prompt_template": R1.template_version})
+
+
 if __name__ == "__main__":
     for name, text in renders().items():
         (GOLDEN / name).write_text(text)
