@@ -1,4 +1,6 @@
-"""One local Ray instance for all integration tests (each ray.init costs seconds; see environment.md)."""
+"""One local Ray instance for all integration tests (each ray.init costs seconds; see environment.md), shut down
+after the last of them: a driver left connected streams Ray's own log lines (a Serve controller's retries) into
+the stdout of the tests that follow, such as `reflectrm judge --json`'s."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def ray_local():
     import ray
 
