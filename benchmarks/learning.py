@@ -305,23 +305,29 @@ def main() -> None:  # noqa: PLR0915 (one pre-registered protocol, stage by stag
         print("\n" + comparison.markdown(compared, a, b))
 
 
-def print_summary(report: dict[str, Any]) -> None:
+def _f(v: Any, ci: Any = None) -> str:
+    return "-" if v is None else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
+
+
+def result_table(report: dict[str, Any]) -> str:
+    """Every evaluation of the report (primary and exploratory), one row per model, dataset and method."""
     from reflectrm.report import table
 
-    def f(v: Any, ci: Any = None) -> str:
-        return "-" if v is None else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
-
-    print(f"\npilot (share saying Response 2, per step): {report['pilot']}; picked lr {report['lr']:g}")
-    print(f"go/no-go at the mid-point: {report['go_no_go']}")
+    heads = ["model", "dataset", "method", "pairs", "both-order acc [95% Wilson]", "consistency [95% Wilson]"]
     rows = [
-        [name, r["dataset"], r["method"], r["n_items"], f(r["accuracy"], r["accuracy_ci"])]
-        + [f(r["consistency"], r["consistency_ci"]), f(r["position_preference"]), f(r["valid_judgment_rate"])]
+        [name, r["dataset"], r["method"], r["n_items"], _f(r["accuracy"], r["accuracy_ci"])]
+        + [_f(r["consistency"], r["consistency_ci"]), _f(r["position_preference"]), _f(r["valid_judgment_rate"])]
         for part in ("table", "exploratory")
         for name, results in report[part].items()
         for r in results
     ]
-    heads = ["model", "dataset", "method", "pairs", "both-order acc [95% Wilson]", "consistency", "says Response 1"]
-    print("\n" + table([*heads, "valid"], rows))
+    return table([*heads, "says Response 1", "valid"], rows)
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    print(f"\npilot (share saying Response 2, per step): {report['pilot']}; picked lr {report['lr']:g}")
+    print(f"go/no-go at the mid-point: {report['go_no_go']}")
+    print("\n" + result_table(report))
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -330,23 +336,12 @@ def markdown(report: dict[str, Any]) -> str:
     from reflectrm import comparison
     from reflectrm.report import table
 
-    def f(v: Any, ci: Any = None) -> str:
-        return "-" if v is None else f"{v:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{v:.2f}"
-
     pilot = [
-        [lr, " ".join(f(v) for v in p["says_response_2"]), " ".join(f(v) for v in p["valid"])]
+        [lr, " ".join(_f(v) for v in p["says_response_2"]), " ".join(_f(v) for v in p["valid"])]
         for lr, p in report["pilot"].items()
     ]
     gate = [
-        [n, f"{g['lr']:g}", g["mid_step"], f(g["training_accuracy"]), g["go"]] for n, g in report["go_no_go"].items()
-    ]
-    heads = ["model", "dataset", "method", "pairs", "both-order acc [95% Wilson]", "consistency [95% Wilson]"]
-    rows = [
-        [name, r["dataset"], r["method"], r["n_items"], f(r["accuracy"], r["accuracy_ci"])]
-        + [f(r["consistency"], r["consistency_ci"]), f(r["position_preference"]), f(r["valid_judgment_rate"])]
-        for part in ("table", "exploratory")
-        for name, results in report[part].items()
-        for r in results
+        [n, f"{g['lr']:g}", g["mid_step"], _f(g["training_accuracy"]), g["go"]] for n, g in report["go_no_go"].items()
     ]
     out = [
         "Pilot (reward: 'Response 2' always; share of rollouts saying Response 2, and valid, per step):",
@@ -357,7 +352,7 @@ def markdown(report: dict[str, Any]) -> str:
         "",
         table(["arm", "lr", "mid step", "training accuracy", "go"], gate),
         "",
-        table([*heads, "says Response 1", "valid"], rows),
+        result_table(report),
     ]
     for part in ("paired", "paired_exploratory"):
         for name, compared in report[part].items():
