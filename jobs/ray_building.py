@@ -53,6 +53,11 @@ class BuildDataConfig:
     fresh: bool = False  # true: drop judgments made with other settings (else a resume under them stops, exit 2)
 
     def __post_init__(self) -> None:
+        if self.judge.method == "critic_rm":
+            raise ConfigError(
+                "judge.method=critic_rm: build_data builds ReflectRM's 4:1 mix; Critic-RM's data is its generate-and-"
+                "filter (python -m jobs.build_critiques --config jobs/configs/build_critiques.yaml)"
+            )
         if self.judge.method != "reflectrm":
             raise ConfigError(
                 f"judge.method={self.judge.method}: build_data builds ReflectRM's 4:1 mix of its two tasks; train "

@@ -4,7 +4,8 @@
           -> stage 2 (its own actor pool: the pure select step, the reflection calls, the vote)
           -> result rows, written to a PartStore as they stream in (a re-run skips finished keys)
 
-One pool runs both stages on one node (`stages.separate`), one model copy; the actors delegate to reflectrm.scoring."""
+One pool runs both stages on one node (`stages.separate`), one model copy; Critic-RM (judge.method=critic_rm)
+runs in one pool of its own (critiques, then the reward head). The actors delegate to reflectrm.scoring."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ from typing import Any, Literal
 from jobs.ray_setup import PoolConfig, RayConfig, dataset_of, init_ray, rows_of, set_threads
 from reflectrm import evaluation, scoring
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, result_settings, to_dict
+from reflectrm.critic_judge import CriticJudge, needs_head
 from reflectrm.data.orders import check_given
 from reflectrm.data.sources import DataConfig, load_source
 from reflectrm.data.store import PartStore
 from reflectrm.engines import resolve_engine
 from reflectrm.inference import Steps
-from reflectrm.methods import method_for
+from reflectrm.methods import spec_for
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +50,7 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         check_given(self.data.orders)
-        method_for(self.judge.method).check_mode(self.judge.mode)
+        spec_for(self.judge.method).check_mode(self.judge.mode)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,17 +81,20 @@ STAGES = {
     "stage1": scoring.run_stage1,
     "stage2": scoring.run_stage2,
     "both": scoring.run_both,
+    "critic": scoring.run_critic,  # Critic-RM: critiques read by the reward head, one pool
 }  # reflectrm.scoring's steps per pool
 
 
 class StageActor:
-    """One pool's actor: builds its engine once, then runs its stage's step on every batch."""
+    """One pool's actor: builds its engine (Critic-RM: the export and its head) once, then runs its step."""
 
     def __init__(self, stage: str, model: ModelConfig, judge: JudgeConfig, prompt: PromptConfig, threads: int | None):
         from reflectrm.engines import load_engine
 
         set_threads(threads)
-        self.run, self.engine, self.steps = STAGES[stage], load_engine(model), Steps(judge, prompt)
+        critic = stage == "critic"
+        self.run, self.steps = STAGES[stage], judge if critic else Steps(judge, prompt)
+        self.engine = CriticJudge.for_config(model, judge, prompt) if critic else load_engine(model)
 
     def __call__(self, batch: Any) -> Any:
         return scoring.rows_table(self.run(self.engine, self.steps, rows_of(batch)))
@@ -101,8 +106,9 @@ def run_pipeline(
     """Judge the items not yet in OUT/parts with cfg's model, judge, prompt and stages, writing result rows
     there as they stream in. Returns (how many ran, the store). The folder records what makes a row
     (result_settings): a resume under other settings stops, unless cfg.fresh."""
-    model = dataclasses.replace(cfg.model, engine=resolve_engine(cfg.model.engine))
-    template = method_for(cfg.judge.method).template_version
+    critic = needs_head(cfg.model.name, cfg.judge.method)  # critic_rm: its head reads hidden states (HF engine)
+    model = dataclasses.replace(cfg.model, engine="hf" if critic else resolve_engine(cfg.model.engine))
+    template = spec_for(cfg.judge.method).template_version
     settings = result_settings(model, cfg.judge, cfg.prompt, template=template, rows=scoring.ROWS_VERSION)
     store = PartStore(out / "parts", settings, cfg.fresh)
     done = store.done_ids()
@@ -117,6 +123,7 @@ def run_pipeline(
     separate = stages.separate if stages.separate != "auto" else sum(bool(n.get("Alive")) for n in ray.nodes()) > 1
     ds = dataset_of(scoring.rows_table(todo))
     pools = [("stage1", stages.stage1), ("stage2", stages.stage2)] if separate else [("both", stages.stage1)]
+    pools = [("critic", stages.stage1)] if critic else pools
     for stage, pool in pools:
         kwargs = {**ctor, "stage": stage, "threads": pool.threads}
         ds = ds.map_batches(StageActor, fn_constructor_kwargs=kwargs, **pool.map_batches_kwargs())
@@ -147,12 +154,9 @@ def score(cfg: ScoreConfig, out: Path) -> dict[str, Any]:
         "source": load_stats["source"],
         "scored_this_run": ran,
         "resumed": len(items) - ran,
-        "seconds": round(seconds, 1),
-        "pairs_per_s": round(ran / seconds, 3) if ran and seconds else None,
-        "model": cfg.model.name,
-        "mode": cfg.judge.mode,
-        "n": cfg.judge.n,
-        "prompt_template": method_for(cfg.judge.method).template_version,
+        **{"seconds": round(seconds, 1), "pairs_per_s": round(ran / seconds, 3) if ran and seconds else None},
+        **{"model": cfg.model.name, "method": cfg.judge.method, "mode": cfg.judge.mode, "n": cfg.judge.n},
+        "prompt_template": spec_for(cfg.judge.method).template_version,
         "output": str(path),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -176,18 +180,14 @@ def evaluate(cfg: EvaluateConfig, out: Path) -> dict[str, Any]:
         datasets, items, {r["id"]: r for r in store.read_all()}, cfg.methods, cfg.swap, cfg.sections
     )
     summary = {
-        "model": cfg.model.name,
-        "n": cfg.judge.n,
-        "limit": cfg.limit,
-        "prompt_template": method_for(cfg.judge.method).template_version,
+        **{"model": cfg.model.name, "judge_method": cfg.judge.method, "n": cfg.judge.n, "limit": cfg.limit},
+        "prompt_template": spec_for(cfg.judge.method).template_version,
         "trained_for": evaluation.trained_method(cfg.model.name),  # another judge.method than this: prompting only
         "methods": list(cfg.methods),
         "datasets": {d.name: len(d.pairs) for d in datasets},
         "sampling": "all pairs" if cfg.limit is None else f"a seeded label-balanced sample of limit={cfg.limit}",
         "ci_method": evaluation.CI_METHOD,
-        "items": len(items),
-        "items_judged_this_run": ran,
-        "seconds": round(seconds, 1),
+        **{"items": len(items), "items_judged_this_run": ran, "seconds": round(seconds, 1)},
         "results": results,
         "config": to_dict(cfg),
     }

@@ -55,11 +55,9 @@ class JudgeCommand:
     batch_size: int = 8  # pairs per engine call with --input
 
     def __post_init__(self) -> None:
-        from reflectrm.methods import method_for
+        from reflectrm.methods import spec_for
 
-        if self.judge.method == "critic_rm":  # greedy: one greedy critique per response; else judge.n sampled
-            return
-        method_for(self.judge.method).check_mode(self.judge.mode)  # before a model loads
+        spec_for(self.judge.method).check_mode(self.judge.mode)  # before a model loads
 
 
 class UsageError(Exception):
@@ -262,11 +260,8 @@ def _run_critic(cfg: JudgeCommand, pairs: Sequence[Any], progress: bool) -> list
 
     from reflectrm.critic_judge import CriticJudge
 
-    j = cfg.judge
-    m = 1 if j.mode == "greedy" else j.n
-    judge = CriticJudge.load(
-        cfg.model.name, m=m, temperature=j.temperature, max_new_tokens=j.max_new_tokens, seed=j.seed, prompt=cfg.prompt
-    )
+    judge = CriticJudge.for_config(cfg.model, cfg.judge, cfg.prompt)
+    m = judge.m
     with tqdm(total=len(pairs), desc=f"judge (critic_rm, m={m})", unit="pair", disable=not progress) as bar:
         results = []
         for p in pairs:

@@ -13,6 +13,7 @@ states, so the critiques are written and read by the HF engine.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from reflectrm.config import ModelConfig, PromptConfig
+from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig
 from reflectrm.engines.base import GenerationRequest, SamplingParams
 from reflectrm.engines.hf import HFEngine
 from reflectrm.methods.critic_rm import TEMPLATE_VERSION, critique_prompt, parse_critique
@@ -47,6 +48,18 @@ class CriticResult:
     m: int = 1
     method: str = field(default="critic_rm")
 
+    @property
+    def valid_rate(self) -> float:
+        """The share of critiques whose score parsed (the head reads every critique; this is format only)."""
+        crit = [c for s in self.responses for c in s.critiques]
+        return sum(c["score"] is not None for c in crit) / len(crit) if crit else 0.0
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(
+            sum(s.usage.prompt_tokens for s in self.responses), sum(s.usage.completion_tokens for s in self.responses)
+        )
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.pair_id,
@@ -57,11 +70,32 @@ class CriticResult:
             "rewards": [s.reward for s in self.responses],
             "critiques": [list(s.critiques) for s in self.responses],
             "template": TEMPLATE_VERSION,
-            "usage": {
-                "prompt_tokens": sum(s.usage.prompt_tokens for s in self.responses),
-                "completion_tokens": sum(s.usage.completion_tokens for s in self.responses),
-            },
+            "valid_rate": self.valid_rate,
+            "usage": {"prompt_tokens": self.usage.prompt_tokens, "completion_tokens": self.usage.completion_tokens},
         }
+
+
+def needs_head(model: str, method: str) -> bool:
+    """Whether judge.method runs Critic-RM on `model`; for critic_rm, first checks that the model has its reward
+    head (a FileNotFoundError naming the fix before any worker starts)."""
+    from reflectrm.models import resolve_model
+    from reflectrm.training.critic import HEAD_FILE
+
+    if method != "critic_rm":
+        return False
+    if not (Path(resolve_model(model)) / HEAD_FILE).is_file():
+        raise FileNotFoundError(
+            f"model={model} has no reward head ({HEAD_FILE}): judge.method=critic_rm needs a model trained with "
+            "recipe=critic_rm (its export saves the head beside the weights); or choose judge.method=reflectrm|rm_r1"
+        )
+    return True
+
+
+def compare(s1: Scored, s2: Scored, pair_id: str = "", m: int = 1) -> CriticResult:
+    """Two responses' rewards as a pair's result: the higher one preferred, score sigmoid(r1 - r2)."""
+    diff = s1.reward - s2.reward
+    preferred: Verdict = None if diff == 0 else (1 if diff > 0 else 2)
+    return CriticResult(preferred, 1 / (1 + math.exp(-max(-50.0, min(50.0, diff)))), (s1, s2), pair_id, m)
 
 
 class CriticJudge:
@@ -81,20 +115,35 @@ class CriticJudge:
         self.temperature, self.max_new_tokens, self.seed, self.prompt = temperature, max_new_tokens, seed, prompt
 
     @classmethod
-    def load(cls, folder: str | Path, **kw: Any) -> CriticJudge:
-        """A Critic-RM export (recipe=critic_rm): the model, and the reward head beside it (a clear error if none)."""
-        engine = HFEngine.from_config(ModelConfig(name=str(folder)))
+    def load(cls, folder: str | Path, model: ModelConfig | None = None, **kw: Any) -> CriticJudge:
+        """A Critic-RM export (recipe=critic_rm): the model, and the reward head beside it (a clear error if none).
+        `model`: the model settings (dtype, device, token limit); its name is `folder`, its engine HF."""
+        cfg = dataclasses.replace(model or ModelConfig(), name=str(folder), engine="hf")
+        engine = HFEngine.from_config(cfg)
         head = load_reward_head(folder, engine.model.config.hidden_size).to(engine.device)
         return cls(engine, CriticLM(engine.model, head), **kw)
 
-    def reward(self, context: tuple[Message, ...], responses: Sequence[str], key: str = "") -> list[Scored]:
-        """Each response scored alone: m critiques, each read by the head, averaged."""
-        temperature = 0.0 if self.m == 1 else self.temperature
+    @classmethod
+    def for_config(cls, model: ModelConfig, judge: JudgeConfig, prompt: PromptConfig = PromptConfig()) -> CriticJudge:
+        """The judge that judge.method=critic_rm runs with these settings: model.name's export, m by judge.mode
+        (1 greedy critique, else judge.n sampled), judge's temperature, token budget and seed."""
+        from reflectrm.methods.critic_rm import critiques_per_response
+
+        m = critiques_per_response(judge.mode, judge.n)
+        kw = {"temperature": judge.temperature, "max_new_tokens": judge.max_new_tokens, "seed": judge.seed}
+        return cls.load(model.name, model, m=m, prompt=prompt, **kw)
+
+    def reward(
+        self, context: tuple[Message, ...], responses: Sequence[str], key: str = "", m: int | None = None
+    ) -> list[Scored]:
+        """Each response scored alone: m critiques (default self.m), each read by the head, averaged."""
+        m = m or self.m
+        temperature = 0.0 if m == 1 else self.temperature
         requests = [
             GenerationRequest(
                 critique_prompt(context, r, self.prompt),
                 SamplingParams(
-                    n=self.m,
+                    n=m,
                     temperature=temperature,
                     max_new_tokens=self.max_new_tokens,
                     seed=derive_seed(self.seed, key, "critique", r),
@@ -125,13 +174,11 @@ class CriticJudge:
             out.append(Scored(mean, tuple(crit), Usage(gen.prompt_tokens, sum(x["completion_tokens"] for x in crit))))
         return out
 
-    def judge(self, pairs: Sequence[PreferencePair]) -> list[CriticResult]:
+    def judge(self, pairs: Sequence[PreferencePair], m: int | None = None) -> list[CriticResult]:
         results = []
         for p in pairs:
-            s1, s2 = self.reward(p.context, [p.response_1, p.response_2], key=p.id)
-            diff = s1.reward - s2.reward
-            preferred: Verdict = None if diff == 0 else (1 if diff > 0 else 2)
-            results.append(CriticResult(preferred, 1 / (1 + math.exp(-diff)), (s1, s2), p.id, self.m))
+            s1, s2 = self.reward(p.context, [p.response_1, p.response_2], key=p.id, m=m)
+            results.append(compare(s1, s2, p.id, m or self.m))
         return results
 
     def _rewards(self, rows: list[tuple[list[int], list[int]]]) -> list[float]:

@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 from reflectrm.data.formats import load_pairs, parse_dataset_spec
 from reflectrm.inference import ABLATIONS
-from reflectrm.methods import method_for
+from reflectrm.methods import spec_for
 from reflectrm.metrics import (
     accuracy,
     consistency,
@@ -45,6 +45,14 @@ ALL_METHODS = METHODS + ABLATION_METHODS
 CI_METHOD = (
     "95% Wilson intervals over pairs. Both-order accuracy: Wilson at n = pairs with the pair's mean score "
     "(its two judgments are correlated: counting the pair once is conservative whatever the correlation)"
+)
+
+
+SUBSET_KEYS = ("n_items", "accuracy", "accuracy_given", "accuracy_swapped", "consistency", "position_preference")
+CRITIC_NOTE = (
+    " Critic-RM (pointwise): greedy = one greedy critique per response read by the reward head (m=1); majority "
+    "= the mean head reward of n sampled critiques per response (m=n, the paper's inference-time scaling, not a "
+    "vote); a pair's verdict is the higher reward, valid = the critique's score parsed."
 )
 
 
@@ -184,17 +192,7 @@ def evaluate_rows(
         per_subset = []
         for s in subsets:
             m = metrics_for([r for r in mine if r["subset"] == s], method, column, swap)
-            per_subset.append(
-                {
-                    "subset": s,
-                    "n_items": m["n_items"],
-                    "accuracy": m["accuracy"],
-                    "accuracy_given": m["accuracy_given"],
-                    "accuracy_swapped": m["accuracy_swapped"],
-                    "consistency": m["consistency"],
-                    "position_preference": m["position_preference"],
-                }
-            )
+            per_subset.append({"subset": s, **{k: m[k] for k in SUBSET_KEYS}})
         entry["subsets"] = per_subset
         if len(subsets) > 1:
             entry["weighted_accuracy"] = section_weighted(
@@ -276,6 +274,7 @@ def markdown(summary: dict[str, Any]) -> str:
         "says Response 1 = share of valid verdicts naming position 1 (0.50 = no position preference). "
         f"{CI_METHOD}. '-' = not measured."
         + (" Majority is the vote of reflect's own stage-1 samples." if "reflect" in summary["methods"] else "")
+        + (CRITIC_NOTE if summary.get("judge_method") == "critic_rm" else "")
         + (f" The model was trained for {summary['trained_for']}: prompting only." if prompting_only(summary) else ""),
         "",
     ]
@@ -357,7 +356,7 @@ def check_evaluation(
     """An evaluation's methods, datasets and limit, or a ValueError naming the fix."""
     if not methods or any(m not in ALL_METHODS for m in methods):
         raise ValueError(f"methods={list(methods)}: choose from {list(ALL_METHODS)}")
-    judge = method_for(judge_method)
+    judge = spec_for(judge_method)
     if unsupported := [m for m in methods if ("reflect" if m in ABLATIONS else m) not in judge.modes]:
         raise ValueError(
             f"methods={list(methods)}: {', '.join(unsupported)} not available with judge.method={judge.name}; "

@@ -28,7 +28,7 @@ from reflectrm.records import JudgeResult, PreferencePair
 Row = dict[str, Any]
 # The layout of items and result rows (2: pair, stage1 and trace as Arrow structs, not JSON text). It is part
 # of a run's result settings, so a resume over parts of another layout stops and names it.
-ROWS_VERSION = 3  # 3: the trace names its judge method
+ROWS_VERSION = 4  # 3: the trace names its judge method; 4: Critic-RM's rewards and critiques in the trace
 
 
 def make_item(key: str, pair: PreferencePair, mode: Mode, **meta: Any) -> Row:
@@ -103,6 +103,15 @@ def arrow_types() -> dict[str, Any]:
             ("error", pa.string()),
         ]
     )
+    critique = pa.struct(
+        [
+            ("text", pa.string()),
+            ("score", pa.int64()),
+            ("error", pa.string()),
+            ("reward", pa.float64()),
+            ("completion_tokens", pa.int64()),
+        ]
+    )
     trace = pa.struct(
         [
             ("id", pa.string()),
@@ -118,6 +127,11 @@ def arrow_types() -> dict[str, Any]:
             ("stage2_calls", pa.int64()),
             ("not_asked", pa.list_(pa.int64())),
             ("usage", pa.struct([("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64())])),
+            # Critic-RM (pointwise): each response's mean reward, and its critiques (null for pairwise methods)
+            ("valid_rate", pa.float64()),
+            ("rewards", pa.list_(pa.float64())),
+            ("critiques", pa.list_(pa.list_(critique))),
+            ("template", pa.string()),
         ]
     )
     stage1 = pa.struct([("prompt_tokens", pa.int64()), ("completions", pa.list_(completion))])
@@ -194,6 +208,40 @@ def run_both(engine: Engine, steps: Steps, items: Sequence[Row]) -> list[Row]:
 # An unanswerable reflection call (prompt too long): an empty answer, which parses as invalid and
 # so counts as "not better" (method.md §4).
 UNANSWERED = Generation(0, (Completion("", (), (), "length"),))
+
+
+def run_critic(judge: Any, cfg: Any, items: Sequence[Row]) -> list[Row]:
+    """Critic-RM for a batch of items (`judge` a reflectrm.critic_judge.CriticJudge, `cfg` the JudgeConfig):
+    each response critiqued m times (1 in mode greedy, else cfg.n) and read by the head; a prompt over the
+    limit fails only its own item."""
+    from reflectrm.engines.base import PromptTooLongError
+    from reflectrm.methods.critic_rm import critiques_per_response
+
+    out = []
+    for it in items:
+        try:
+            result = judge.judge([pair_from_row(it["pair"])], m=critiques_per_response(it["mode"], cfg.n))[0]
+        except PromptTooLongError as err:
+            out.append(result_row(it, None, f"critique: {err}"))
+            continue
+        u = result.usage
+        out.append(
+            {
+                **result_row(it, None),
+                "preferred": result.preferred,
+                "score": result.score,
+                "stage2_outcome": "none",  # no stage 2: a pointwise reward
+                "valid_rate": result.valid_rate,
+                "n_judgments": 2 * result.m,
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "stage1_prompt_tokens": u.prompt_tokens,
+                "stage1_completion_tokens": u.completion_tokens,
+                "error": "",
+                "trace": result.to_dict(),
+            }
+        )
+    return out
 
 
 def result_row(item: Row, result: JudgeResult | None, error: str = "", stage1_prompt_tokens: int = 0) -> Row:

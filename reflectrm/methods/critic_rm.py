@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from reflectrm.config import PromptConfig
+from reflectrm.methods.base import MethodSpec
 from reflectrm.prompts import render_conversation
 from reflectrm.records import Message
 
@@ -31,6 +32,22 @@ _TASK = """## Task
 Critique the response above: check its correctness, how exactly it follows the user's instructions, its helpfulness, honesty and harmlessness, and name what is right and what is wrong with it. Write the critique inside <Critique></Critique>. Then score the response inside <Score></Score> with one integer from 1 (very poor) to 10 (excellent)."""
 
 _SCORE = re.compile(r"\s*(10|[1-9])\s*")
+
+
+class CriticRM(MethodSpec):
+    """Critic-RM as the jobs and the service see it: pointwise, two modes. greedy = one greedy critique per
+    response; majority = judge.n sampled critiques per response, their head rewards averaged (the paper's
+    inference-time scaling: a mean, not a vote). The model and its head: reflectrm/critic_judge.py."""
+
+    name = "critic_rm"
+    template_version = TEMPLATE_VERSION
+    modes = ("greedy", "majority")
+    pointwise = True
+
+
+def critiques_per_response(mode: str, n: int) -> int:
+    """m: 1 greedy critique in mode greedy, else n sampled."""
+    return 1 if mode == "greedy" else n
 
 
 @dataclass(frozen=True)

@@ -123,9 +123,10 @@ def test_critic_judge_scores_responses_pointwise_and_pairs_by_the_mean_reward(tm
         CriticJudge.load("tiny-random")
 
 
-def test_reflectrm_judge_runs_critic_rm_and_the_jobs_refuse_it(tmp_path, capfd):
+def test_reflectrm_judge_runs_critic_rm_and_build_data_refuses_it(tmp_path, capfd):
     import pytest
 
+    from jobs.ray_building import BuildDataConfig
     from jobs.ray_scoring import ScoreConfig
     from reflectrm.cli import main
     from reflectrm.config import ConfigError, JudgeConfig
@@ -142,5 +143,6 @@ def test_reflectrm_judge_runs_critic_rm_and_the_jobs_refuse_it(tmp_path, capfd):
     out = json.loads(capfd.readouterr().out)
     assert out["method"] == "critic_rm" and out["mode"] == "critic@2" and [len(c) for c in out["critiques"]] == [2, 2]
     assert out["preferred"] in (1, 2) and 0 < out["score"] < 1
-    with pytest.raises(ConfigError, match="judge.method=critic_rm is pointwise"):
-        ScoreConfig(judge=JudgeConfig(method="critic_rm", mode="greedy"))
+    ScoreConfig(judge=JudgeConfig(method="critic_rm", mode="greedy"))  # the scoring jobs host it (integration)
+    with pytest.raises(ConfigError, match="Critic-RM's data is its generate-and-filter"):
+        BuildDataConfig(judge=JudgeConfig(method="critic_rm", mode="greedy"))

@@ -3,12 +3,15 @@ the Bradley-Terry loss and the lambda schedule on constructed cases, and the bat
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 import torch
 
+from reflectrm.config import JudgeConfig
 from reflectrm.data.critiques import CriticFilter, filter_pair, select_items
+from reflectrm.data.synthetic import synthetic_pairs
 from reflectrm.methods.critic_rm import critique_prompt, parse_critique, render_critique
 from reflectrm.records import Message, PreferencePair
 from reflectrm.training.critic import bradley_terry_loss, critic_lambda, pack
@@ -156,3 +159,58 @@ def test_a_model_with_no_reward_head_is_a_clear_error(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no reward head .* trained with recipe=critic_rm"):
         load_reward_head(tmp_path, 64)
+
+
+def test_critic_rm_is_a_method_of_the_jobs_with_two_modes_and_no_pair_prompt():
+    from jobs.ray_scoring import EvaluateConfig, ScoreConfig
+    from reflectrm.config import ConfigError, JudgeConfig
+    from reflectrm.methods import method_for, spec_for
+
+    spec = spec_for("critic_rm")
+    assert spec.pointwise and spec.modes == ("greedy", "majority")
+    with pytest.raises(ConfigError, match="judge.method=critic_rm is pointwise .* recipe=critic_rm"):
+        method_for("critic_rm")  # GRPO, RFT and build_data need a pair prompt
+    with pytest.raises(ValueError, match="mode='reflect' is not available with judge.method=critic_rm"):
+        ScoreConfig(judge=JudgeConfig(method="critic_rm"))  # the default mode is reflect
+    ScoreConfig(judge=JudgeConfig(method="critic_rm", mode="greedy"))
+    with pytest.raises(ValueError, match=r"reflect not available .* set methods=\[greedy,majority\]"):
+        EvaluateConfig(judge=JudgeConfig(method="critic_rm"), datasets=("llmbar:x",))
+
+
+def test_critic_rows_carry_the_rewards_and_critiques_in_the_typed_trace():
+    from reflectrm.critic_judge import Scored, compare
+    from reflectrm.engines.base import PromptTooLongError
+    from reflectrm.records import Usage
+    from reflectrm.scoring import make_item, rows_table, run_critic
+
+    def side(reward, score):
+        crit = {"text": "t", "score": score, "error": None if score else "e", "reward": reward, "completion_tokens": 3}
+        return Scored(reward, (crit,), Usage(10, 3))
+
+    class Stub:  # a CriticJudge's interface: judge(pairs, m) -> results
+        def judge(self, pairs, m):
+            if pairs[0].id == "long":
+                raise PromptTooLongError(900, 600)
+            return [compare(side(0.2, 7), side(1.5, None), pairs[0].id, m)]
+
+    pair = synthetic_pairs(1)[0]
+    items = [make_item("a", pair, "majority"), make_item("b", pair, "greedy")]
+    items.append(make_item("long", dataclasses.replace(pair, id="long"), "greedy"))
+    rows = run_critic(Stub(), JudgeConfig(n=4), items)
+    a, b, long = rows
+    assert (a["preferred"], a["n_judgments"], a["valid_rate"], a["stage1_completion_tokens"]) == (2, 8, 0.5, 6)
+    assert a["score"] == pytest.approx(1 / (1 + math.exp(1.3))) and a["trace"]["mode"] == "critic@4"
+    assert b["trace"]["mode"] == "critic@1" and not a["error"]
+    assert long["preferred"] is None and "critique:" in long["error"] and long["trace"] is None
+    table = rows_table(rows).to_pylist()  # the struct type holds a critic trace (and a pairwise one, elsewhere)
+    assert table[0]["trace"]["rewards"] == [0.2, 1.5] and table[0]["trace"]["critiques"][1][0]["score"] is None
+    assert table[0]["trace"]["judgments"] is None
+
+
+def test_a_critic_job_on_a_model_with_no_head_names_the_fix(tmp_path):
+    from reflectrm.critic_judge import needs_head
+
+    (tmp_path / "config.json").write_text("{}")
+    assert not needs_head(str(tmp_path), "reflectrm")
+    with pytest.raises(FileNotFoundError, match="no reward head .* recipe=critic_rm .* judge.method=reflectrm"):
+        needs_head(str(tmp_path), "critic_rm")

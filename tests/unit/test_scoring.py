@@ -59,7 +59,11 @@ def test_separate_stages_equal_one_pool_and_cross_as_typed_columns():
     separate = run_stage2(FakeEngine(script), steps, table.to_pylist())
     assert separate == run_both(FakeEngine(script), steps, items())
     out = rows_table(separate)  # result rows: plain typed columns and the trace as a struct
-    assert pa.types.is_struct(out.schema.field("trace").type) and out.to_pylist() == separate
+    assert pa.types.is_struct(out.schema.field("trace").type)
+    back = out.to_pylist()  # the same rows; the trace's Critic-RM fields (rewards, critiques...) come back null
+    critic_only = {"valid_rate", "rewards", "critiques", "template"}
+    assert all(all(r["trace"][k] is None for k in critic_only) for r in back)
+    assert [{**r, "trace": {k: v for k, v in r["trace"].items() if k not in critic_only}} for r in back] == separate
 
 
 def test_lazy_stage2_runs_its_rounds_inside_stage2_and_equals_full():
