@@ -50,9 +50,7 @@ class CriticResult:
 
     @property
     def valid_rate(self) -> float:
-        """The share of critiques whose score parsed (the head reads every critique; this is format only)."""
-        crit = [c for s in self.responses for c in s.critiques]
-        return sum(c["score"] is not None for c in crit) / len(crit) if crit else 0.0
+        return critique_valid_rate(self.responses)
 
     @property
     def usage(self) -> Usage:
@@ -91,11 +89,22 @@ def needs_head(model: str, method: str) -> bool:
     return True
 
 
+def pointwise_score(reward: float) -> float:
+    """A reward head's scalar as a score in (0, 1): sigmoid(r), P(better than a response of reward 0)."""
+    return 1 / (1 + math.exp(-max(-50.0, min(50.0, reward))))
+
+
+def critique_valid_rate(scored: Sequence[Scored]) -> float:
+    """The share of critiques whose score parsed (the head reads every critique: this is format only)."""
+    crit = [c for s in scored for c in s.critiques]
+    return sum(c["score"] is not None for c in crit) / len(crit) if crit else 0.0
+
+
 def compare(s1: Scored, s2: Scored, pair_id: str = "", m: int = 1) -> CriticResult:
     """Two responses' rewards as a pair's result: the higher one preferred, score sigmoid(r1 - r2)."""
     diff = s1.reward - s2.reward
     preferred: Verdict = None if diff == 0 else (1 if diff > 0 else 2)
-    return CriticResult(preferred, 1 / (1 + math.exp(-max(-50.0, min(50.0, diff)))), (s1, s2), pair_id, m)
+    return CriticResult(preferred, pointwise_score(diff), (s1, s2), pair_id, m)
 
 
 class CriticJudge:
@@ -134,19 +143,27 @@ class CriticJudge:
         return cls.load(model.name, model, m=m, prompt=prompt, **kw)
 
     def reward(
-        self, context: tuple[Message, ...], responses: Sequence[str], key: str = "", m: int | None = None
+        self,
+        context: tuple[Message, ...],
+        responses: Sequence[str],
+        key: str = "",
+        m: int | None = None,
+        max_new_tokens: int | None = None,
+        seed: int | None = None,
     ) -> list[Scored]:
-        """Each response scored alone: m critiques (default self.m), each read by the head, averaged."""
+        """Each response scored alone: m critiques (default self.m), each read by the head, averaged. `m`,
+        `max_new_tokens` and `seed` override the judge's own for this call (the service's per-request fields)."""
         m = m or self.m
         temperature = 0.0 if m == 1 else self.temperature
+        seed = self.seed if seed is None else seed
         requests = [
             GenerationRequest(
                 critique_prompt(context, r, self.prompt),
                 SamplingParams(
                     n=m,
                     temperature=temperature,
-                    max_new_tokens=self.max_new_tokens,
-                    seed=derive_seed(self.seed, key, "critique", r),
+                    max_new_tokens=max_new_tokens or self.max_new_tokens,
+                    seed=derive_seed(seed, key, "critique", r),
                 ),
             )
             for r in responses

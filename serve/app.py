@@ -9,6 +9,8 @@
     Stage2   the reflection calls: the same engine code, its own replicas and GPUs
              (args.separate_stages=false: Stage1 runs both, one model copy for a single GPU or CPU box)
     Ingress  FastAPI routes, auth and the library's pure steps between the stages (serve/ingress.py)
+    Critic   judge.method=critic_rm: one deployment with the export and its reward head (serve/critic.py)
+             in place of the stages; pointwise rewards on /get_reward, /v1/rank and /v1/judge
 
 The args (serve/schemas.py ServeArgs) embed the library's ModelConfig, JudgeConfig and PromptConfig
 and are parsed and checked whole here, once, so a bad config fails at deploy time, not when a replica
@@ -24,6 +26,8 @@ from typing import Any
 
 from ray import serve
 
+from reflectrm.critic_judge import needs_head
+from serve.critic import CriticStage
 from serve.engine import EngineStage
 from serve.ingress import Ingress
 from serve.routing import ROUTER
@@ -48,6 +52,12 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
     from reflectrm.engines import resolve_engine
 
     cfg = ServeArgs.parse(args)
+    token = os.environ.get(cfg.auth_token_env)
+    token_sha256 = hashlib.sha256(token.encode()).hexdigest() if token else None  # the token never leaves here
+    if needs_head(cfg.model.name, cfg.judge.method):  # Critic-RM: one deployment, the export and its head
+        one = {"name": "Critic", "max_queued_requests": cfg.stage1.max_queued_requests}
+        critic = CriticStage.options(**one).bind(cfg.model, cfg.judge, cfg.prompt, cfg.stage1.threads)
+        return Ingress.bind(critic, critic, cfg, token_sha256)
     engine = resolve_engine(cfg.model.engine)
     if cfg.batching == "continuous" and engine != "vllm":
         raise ConfigError(
@@ -55,8 +65,6 @@ def build_app(args: dict[str, Any] | None = None) -> serve.Application:
             "with vllm installed, or batching=static"
         )
     continuous = engine == "vllm" and cfg.batching != "static"
-    token = os.environ.get(cfg.auth_token_env)
-    token_sha256 = hashlib.sha256(token.encode()).hexdigest() if token else None  # the token never leaves here
 
     def stage(name: str, role: str, args: StageArgs) -> Any:
         return EngineStage.options(**stage_options(name, continuous, args)).bind(role, cfg.model, args, continuous)

@@ -11,7 +11,7 @@ import dataclasses
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Request
@@ -21,9 +21,11 @@ from ray.serve.handle import DeploymentHandle
 from ray.util import metrics
 
 from reflectrm.config import JudgeConfig
+from reflectrm.critic_judge import compare
 from reflectrm.engines.base import Generation, GenerationRequest, PromptTooLongError
 from reflectrm.inference import Mode, Steps, ajudge
-from reflectrm.methods import method_for
+from reflectrm.methods import method_for, spec_for
+from reflectrm.methods.critic_rm import critique_prompt, critiques_per_response
 from reflectrm.records import JudgeResult, Message, PreferencePair
 from reflectrm.scoring import UNANSWERED
 from serve import routing  # a module reference: its context variable is not pickled with the app
@@ -42,7 +44,8 @@ class IngressCore:
         from reflectrm.models import load_tokenizer, resolve_model
 
         self.args = args
-        self.stage1, self.stage2 = stage1, stage2
+        self.stage1, self.stage2 = stage1, stage2  # Critic-RM: both the Critic deployment (serve/critic.py)
+        self.pointwise = spec_for(args.judge.method).pointwise
         self.token_sha256 = token_sha256
         model = self.args.model
         self.tokenizer = load_tokenizer(resolve_model(model.name), model.trust_remote_code)  # token counts for 413s
@@ -64,12 +67,15 @@ class IngressCore:
     # ------------------------------------------------------------------ plumbing
 
     async def _call(self, handle: DeploymentHandle, request: GenerationRequest, stage: str) -> Generation:
-        """One engine call, routed by the pair's key (prefix affinity). A full stage queue is a 503 with
-        Retry-After; a replica that dies mid-call is retried once (Serve routes it to a live replica,
-        or waits for the restarted one), then a 503."""
+        """One engine call, routed by the pair's key (prefix affinity)."""
+        return await self._remote(lambda: handle.generate.remote(request, affinity=routing.AFFINITY_KEY.get()), stage)
+
+    async def _remote(self, call: Callable[[], Awaitable[Any]], stage: str) -> Any:
+        """One call to a deployment. A full queue is a 503 with Retry-After; a replica that dies mid-call is
+        retried once (Serve routes it to a live replica, or waits for the restarted one), then a 503."""
         for attempt in (1, 2):
             try:
-                return await handle.generate.remote(request, affinity=routing.AFFINITY_KEY.get())
+                return await call()
             except BackPressureError as err:
                 self.m_rejected.inc(tags={"stage": stage})
                 retry = max(1, round(getattr(err, "retry_after_s", None) or 1))
@@ -175,15 +181,35 @@ class IngressCore:
     def _mode(self, mode: Mode | None) -> Mode:
         """A request's mode (None: the server's judge.mode), or 422 when the judge method has no such mode."""
         mode = mode or self.args.judge.mode
-        judge = method_for(self.args.judge.method)
+        judge = spec_for(self.args.judge.method)
         if mode not in judge.modes:
             why = f"mode={mode} is not available with this server's judge.method={judge.name}"
             raise ApiError(422, "mode", why, f"send mode as one of {', '.join(judge.modes)}")
         return mode
 
     def _prompt(self, pair: PreferencePair) -> Any:
-        """The stage-1 prompt of `pair` in the served judge method's format (for the token checks)."""
+        """The stage-1 prompt of `pair` in the served judge method's format (for the token checks); Critic-RM's
+        longest: the critique of the longer response."""
+        if self.pointwise:
+            longer = max(pair.response_1, pair.response_2, key=len)
+            return critique_prompt(pair.context, longer, self.args.prompt)
         return method_for(self.args.judge.method).prompt(pair, self.args.prompt)
+
+    async def _critic(self, context: tuple[Message, ...], responses: list[str], mode: Mode, cfg: JudgeConfig) -> Any:
+        """Critic-RM: each response scored alone (m critiques by mode, each read by the head): a Scored each."""
+        m, key = critiques_per_response(mode, cfg.n), routing.AFFINITY_KEY.get()
+        try:
+            return await self._remote(
+                lambda: self.stage1.score.remote(context, responses, key, m, cfg.max_new_tokens, cfg.seed), "critic"
+            )
+        except PromptTooLongError as err:
+            fix = "shorten the conversation or the responses"
+            raise ApiError(413, "prompt", str(err), fix, prompt_tokens=err.tokens, limit=err.limit) from None
+
+    async def _critic_pair(self, pair: PreferencePair, mode: Mode, cfg: JudgeConfig) -> Any:
+        """Critic-RM on a pair: the two responses' rewards, compared (the higher preferred, score sigmoid(r1 - r2))."""
+        s1, s2 = await self._critic(pair.context, [pair.response_1, pair.response_2], mode, cfg)
+        return compare(s1, s2, pair.id, critiques_per_response(mode, cfg.n))
 
     async def _judge(self, pair: PreferencePair, mode: Mode, cfg: JudgeConfig) -> JudgeResult:
         routing.AFFINITY_KEY.set(routing.affinity_key(pair))  # this task's engine calls (both stages) go to one replica

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import Request
 from ray import serve
 
+from reflectrm.critic_judge import compare
 from reflectrm.requests import pair_from_request
 from serve.http import app, request_id
 from serve.openai_routes import OpenAIRoutes
@@ -32,7 +33,13 @@ class Ingress(OpenAIRoutes, RewardRoutes):
 
     @app.get("/healthz")
     async def healthz(self) -> dict[str, Any]:
-        return {"status": "ok", "model": self.args.model.name}
+        """Liveness, and what the clients adapt to: the judge method and whether it scores one response alone."""
+        return {
+            "status": "ok",
+            "model": self.args.model.name,
+            "method": self.args.judge.method,
+            "pointwise": self.pointwise,
+        }
 
     @app.get("/v1/models")
     async def models(self, request: Request) -> dict[str, Any]:
@@ -50,7 +57,17 @@ class Ingress(OpenAIRoutes, RewardRoutes):
         pair = pair_from_request(body.prompt, messages, body.response_1, body.response_2)
         cfg, mode = self._judge_config(body), self._mode(body.mode)
         self._check_tokens(self._prompt(pair), "prompt")
-        if body.swap:
+        if self.pointwise:  # Critic-RM: each response critiqued alone; the swapped order reads the same rewards
+            given = await self._deadline(self._critic_pair(pair, mode, cfg), "judge")
+            out = given.to_dict()
+            if body.swap:
+                swapped = compare(*reversed(given.responses), pair.id, given.m)
+                out = {
+                    **out,
+                    "swapped": swapped.to_dict(),
+                    "consistent": swapped.preferred == 3 - (given.preferred or 0),
+                }
+        elif body.swap:
             given, swapped = await self._deadline(
                 asyncio.gather(self._judge(pair, mode, cfg), self._judge(pair.swapped(), mode, cfg)), "judge"
             )

@@ -14,6 +14,7 @@ from typing import Any
 from fastapi import Request
 
 from reflectrm.config import JudgeConfig
+from reflectrm.critic_judge import critique_valid_rate, pointwise_score
 from reflectrm.protocols import read_reward_request, read_reward_sample
 from reflectrm.ranking import GroupCollector, comparisons, group_scores
 from reflectrm.records import JudgeResult, Message, PreferencePair
@@ -109,6 +110,8 @@ class RewardRoutes(IngressCore):
             return NEUTRAL_SCORE, {"error": 1}
         mode, cfg = self._mode(self.args.reward_mode), self.args.judge
         try:
+            if self.pointwise:  # Critic-RM: the response's own reward; against the reference when there is one
+                return await self._critic_reward(sample.context, sample.response, sample.reference, mode, cfg)
             if sample.reference is None:
                 if self.groups is None:
                     return NEUTRAL_SCORE, {"no_reference": 1}
@@ -138,6 +141,33 @@ class RewardRoutes(IngressCore):
             log.warning("get_reward: a sample failed (%s); neutral score", type(err).__name__)
             return NEUTRAL_SCORE, {"error": 1}
 
+    async def _critic_reward(
+        self, context: tuple[Message, ...], response: str, reference: str | None, mode: str, cfg: JudgeConfig
+    ) -> tuple[float, dict[str, float]]:
+        """Critic-RM's /get_reward score: sigmoid(r) of the response alone (no reference needed), or
+        sigmoid(r - r_reference) with one, as every method's P(response better than the reference)."""
+        self._check_tokens(self._prompt(PreferencePair("", context, response, reference or response)), "query")
+        if reference is None:
+            (scored,) = await self._critic(context, [response], mode, cfg)  # type: ignore[arg-type]
+            return pointwise_score(scored.reward), {"valid_rate": critique_valid_rate([scored])}
+        result = await self._critic_pair(PreferencePair("", context, response, reference), mode, cfg)  # type: ignore[arg-type]
+        return result.score, {"valid_rate": result.valid_rate}
+
+    async def _critic_rank(
+        self, context: tuple[Message, ...], responses: list[str], mode: str, cfg: JudgeConfig
+    ) -> dict[str, Any]:
+        """/v1/rank on Critic-RM: each response scored alone (no pairs, no group needed): score sigmoid(r)."""
+        scored = await self._critic(context, responses, mode, cfg)  # type: ignore[arg-type]
+        scores = [pointwise_score(s.reward) for s in scored]
+        return {
+            "scores": scores,
+            "rewards": [reward_from_score(s) for s in scores],
+            "head_rewards": [s.reward for s in scored],
+            "scheme": "pointwise",
+            "critiques": [list(s.critiques) for s in scored],
+            "judgments": sum(len(s.critiques) for s in scored),
+        }
+
     @app.post("/v1/rank")
     async def rank(self, body: RankRequest, request: Request) -> dict[str, Any]:
         """Group-wise judging with no reference: each response against the others (circular: each with the
@@ -152,6 +182,13 @@ class RewardRoutes(IngressCore):
         cfg, mode = self._judge_config(body), self._mode(body.mode)
         longest = max(body.responses, key=len)
         self._check_tokens(self._prompt(PreferencePair("", context, longest, longest)), "responses")
+        if self.pointwise:
+            out = await self._deadline(self._critic_rank(context, list(body.responses), mode, cfg), "rank")
+            self.m_latency.observe(time.perf_counter() - t0, tags={"endpoint": "rank"})
+            return {**out, "method": "pointwise", "comparisons": [], "request_id": request_id(request)}
+        if len(body.responses) < 2:
+            why = f"1 response; judge.method={self.args.judge.method} ranks responses against each other"
+            raise ApiError(422, "responses", why, "send 2 or more responses, or serve judge.method=critic_rm")
         scores, traces = await self._deadline(
             self._rank(context, list(body.responses), body.scheme, body.method, mode, cfg), "rank"
         )

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, Stri
 
 from reflectrm.config import JudgeConfig, ModelConfig, PromptConfig, Stage2, from_dict
 from reflectrm.inference import Mode
-from reflectrm.methods import method_for
+from reflectrm.methods import spec_for
 from reflectrm.ranking import Method, Scheme
 from reflectrm.records import Message
 from serve.http import ApiError
@@ -81,7 +81,7 @@ class ServeArgs:
     max_body_mb: float = 16.0  # a larger request body gets 413 before it is read
 
     def __post_init__(self) -> None:
-        judge = method_for(self.judge.method)
+        judge = spec_for(self.judge.method)
         judge.check_mode(self.judge.mode)
         judge.check_mode(self.reward_mode or self.judge.mode)
         if self.max_n < 1 or self.max_new_tokens_cap < 1:
@@ -192,7 +192,7 @@ class RankRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     prompt: StrictStr | None = None
     messages: list[ChatMessage] | None = Field(None, min_length=1)
-    responses: list[StrictStr] = Field(min_length=2)
+    responses: list[StrictStr] = Field(min_length=1)  # 2 or more for a pairwise judge; Critic-RM scores even 1
     scheme: Scheme = "circular"
     method: Method = "win_rate"
     mode: Mode | None = None  # None: the server's judge.mode

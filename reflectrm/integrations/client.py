@@ -79,6 +79,21 @@ async def apost(path: str, body: Any, url: str | None = None, timeout: float = 1
     raise ServiceError(f"reflectrm service at {base_url(url)}: no answer after {tries()} tries ({last})") from last
 
 
+_POINTWISE: dict[str, bool] = {}
+
+
+def pointwise(url: str | None = None) -> bool:
+    """Whether the service scores a response alone (judge.method=critic_rm): its /healthz, read once per address.
+    Unreachable or an older service: False (pairwise), and asked again next time."""
+    u = base_url(url)
+    if u not in _POINTWISE:
+        try:
+            _POINTWISE[u] = bool(httpx.get(f"{u}/healthz", headers=headers(), timeout=10).json().get("pointwise"))
+        except (httpx.HTTPError, ValueError):
+            return False
+    return _POINTWISE[u]
+
+
 def run_sync(coro: Any) -> Any:
     """Run a coroutine to its end from sync code, on an event loop of a thread of its own (so it also works
     where the calling thread already runs a loop)."""

@@ -11,7 +11,9 @@ standard (strings) and conversational (message lists; the prompt is kept whole, 
   another) is judged against it: reward = 2 * P(completion better) - 1.
 - Rows without one are ranked against the other completions of the same prompt in the batch
   (/v1/rank, `scheme` circular or all_pairs): group-wise rewards with no reference. A prompt with a
-  single completion in the batch gets None.
+  single completion in the batch gets None, except from a pointwise service (judge.method=critic_rm),
+  which scores every completion alone.
+- `mode` (None: the service's judge.mode) is sent with every request.
 - Every other column (and TRL's `completion_ids`, `trainer_state`) is accepted and left alone.
 - A row that fails (the service refuses it, or cannot be reached after its retries) gets None, which
   TRL turns into NaN and leaves out; it never fails the batch.
@@ -24,7 +26,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from reflectrm.integrations.client import ajudge, arank, reward_from, run_sync
+from reflectrm.integrations.client import ajudge, arank, pointwise, reward_from, run_sync
 
 
 def completion_text(completion: Any) -> str:
@@ -49,7 +51,7 @@ def _plan(prompts: Sequence[Any], references: Sequence[Any]) -> tuple[list[int],
 
 
 def make_async_reward_func(
-    column: str = "reference", url: str | None = None, mode: str = "reflect", scheme: str = "circular"
+    column: str = "reference", url: str | None = None, mode: str | None = None, scheme: str = "circular"
 ) -> Callable[..., Any]:
     """A coroutine reward function (TRL gathers async reward functions): every row's request in flight at once."""
 
@@ -66,7 +68,7 @@ def make_async_reward_func(
                 pass
 
         async def group(members: list[int]) -> None:
-            if len(members) < 2:
+            if len(members) < 2 and not await asyncio.to_thread(pointwise, url):  # a pairwise judge needs two
                 return
             try:
                 texts = [completion_text(completions[i]) for i in members]
@@ -84,7 +86,7 @@ def make_async_reward_func(
 
 
 def make_reward_func(
-    column: str = "reference", url: str | None = None, mode: str = "reflect", scheme: str = "circular"
+    column: str = "reference", url: str | None = None, mode: str | None = None, scheme: str = "circular"
 ) -> Callable[..., list[float | None]]:
     """A sync reward function: the async one on an event loop of its own thread (so it also works where the
     caller's thread already runs a loop); the batch's requests go out together, the service batches them."""

@@ -7,7 +7,8 @@
 The judge compares the policy's response with the reference answer (`ground_truth`, from the dataset's
 `reward_model.ground_truth`): reward = 2 * P(response better) - 1, in [-1, 1]. With no reference, the
 batch form ranks the responses to the same prompt against each other (/v1/rank: the GRPO group), and
-the one-sample forms give 0.0 with `no_reference`.
+the one-sample forms give 0.0 with `no_reference`. A pointwise service (judge.method=critic_rm, its
+/healthz says so) needs no reference and no group: a sample without one gets its own reward (2 sigmoid(r) - 1).
 
 The prompt: `extra_info.prompt` / `messages` / `raw_prompt` (a string, or a message list kept whole,
 every turn) or `question` / `problem`. verl's own math preprocessing stores only `{split, index}`
@@ -30,7 +31,7 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from reflectrm.integrations.client import Reward, ajudge, rank, reward_from, run_sync
+from reflectrm.integrations.client import Reward, ajudge, arank, pointwise, rank, reward_from, run_sync
 
 PROMPT_KEYS = ("messages", "prompt", "raw_prompt", "question", "problem", "query")
 
@@ -110,10 +111,16 @@ async def compute_score_async(
     """One sample: 2 * P(solution better than the reference) - 1. Never raises. verl's reward loop awaits
     it (many samples in flight, no threads)."""
     reference = _reference(ground_truth)
-    if reference is None:
+    url = kwargs.get("url")
+    if reference is None and not await asyncio.to_thread(pointwise, url):
         return Reward(score=0.0, prob_better=0.5, no_reference=1.0, error="")
     try:
-        return _scored(await ajudge(find_prompt(extra_info), solution_str, reference, url=kwargs.get("url")))
+        if reference is None:  # a pointwise judge (Critic-RM): the response's own reward
+            out = await arank(find_prompt(extra_info), [solution_str], url=url)
+            return Reward(
+                score=float(out["rewards"][0]), prob_better=float(out["scores"][0]), no_reference=1.0, error=""
+            )
+        return _scored(await ajudge(find_prompt(extra_info), solution_str, reference, url=url))
     except Exception as err:  # noqa: BLE001 (a reward function must not stop training)
         return _failed(err)
 
@@ -160,7 +167,7 @@ def compute_score_batch(
         scores[i] = float(compute_score(None, solutions[i], truths[i], infos[i], **kwargs))
 
     def group(members: list[int]) -> None:
-        if len(members) < 2:
+        if len(members) < 2 and not pointwise(kwargs.get("url")):  # a pairwise judge needs two to compare
             return
         try:
             out = rank(prompts[members[0]], [solutions[i] for i in members], url=kwargs.get("url"), scheme=_scheme())

@@ -521,3 +521,73 @@ def test_rm_r1_is_served_on_judge_and_get_reward(rm_r1_url):
     prompt, query = openrlhf_query("What is 2 + 2?", "4")
     r = post(url, "/get_reward", {"query": [query], "prompts": [prompt], "labels": ["The answer is 4."]}).json()
     assert 0.0 <= r["scores"][0] <= 1.0 and r["extra_logs"]["error"] == [0.0]
+
+
+@pytest.fixture
+def critic_url(url, tmp_path_factory):
+    """A tiny Critic-RM export (one training step, its reward head beside it), served with judge.method=critic_rm."""
+    from reflectrm.training.session import LocalSession
+    from reflectrm.training.trainer import train_worker
+    from tests.model.test_critic_rm import config, items
+
+    run = tmp_path_factory.mktemp("critic") / "run"
+    train_worker(config(max_steps=1, checkpoint_every=0, eval_every=0), LocalSession(items(2), 2, run), 1, [])
+    judge = {**ARGS["judge"], "method": "critic_rm", "mode": "greedy"}
+    with variant(
+        url, "critic", {**ARGS, "model": {"name": str(run / "final"), "max_prompt_tokens": 600}, "judge": judge}
+    ) as u:
+        yield u, str(run / "final")
+
+
+def test_critic_rm_is_served_pointwise_on_judge_get_reward_rank_and_the_clients(critic_url, monkeypatch):
+    """judge.method=critic_rm over real HTTP: /v1/judge gives each response's critiques and head reward (the
+    library's, to 1e-4), /get_reward and /v1/rank score a response alone (no reference, no group), and verl's and
+    TRL's reward functions use that where there is no reference; a pairwise mode is a 422."""
+    import math
+
+    from reflectrm.critic_judge import CriticJudge
+    from reflectrm.integrations import trl, verl
+    from reflectrm.records import Message
+
+    url, model = critic_url
+    health = httpx.get(url + "/healthz").json()
+    assert health["method"] == "critic_rm" and health["pointwise"] is True
+    r = post(url, "/v1/judge", {**OK, "swap": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (
+        body["method"] == "critic_rm" and body["mode"] == "critic@1" and [len(c) for c in body["critiques"]] == [1, 1]
+    )
+    lib = CriticJudge.load(model, m=1, max_new_tokens=ARGS["judge"]["max_new_tokens"])
+    context = (Message("user", OK["prompt"]),)
+    expected = [s.reward for s in lib.reward(context, [OK["response_1"], OK["response_2"]])]
+    assert body["rewards"] == pytest.approx(expected, abs=1e-4)
+    assert body["score"] == pytest.approx(1 / (1 + math.exp(expected[1] - expected[0])), abs=1e-4)
+    assert body["swapped"]["rewards"] == body["rewards"][::-1] and body["consistent"] is True
+    assert body["usage"]["completion_tokens"] > 0 and "request_id" in body
+    four = post(url, "/v1/judge", {**OK, "mode": "majority", "n": 2}).json()
+    assert four["mode"] == "critic@2" and [len(c) for c in four["critiques"]] == [2, 2]
+    refused = post(url, "/v1/judge", {**OK, "mode": "reflect"})
+    assert refused.status_code == 422 and refused.json()["error"]["field"] == "mode"
+
+    prompt, query = openrlhf_query(OK["prompt"], OK["response_2"])
+    got = post(url, "/get_reward", {"query": [query], "prompts": [prompt], "labels": [None]}).json()
+    assert got["scores"][0] == pytest.approx(1 / (1 + math.exp(-expected[1])), abs=1e-4)  # no reference needed
+    assert got["extra_logs"]["no_reference"] == [0.0] and got["extra_logs"]["error"] == [0.0]
+    ranked = post(url, "/v1/rank", {"prompt": OK["prompt"], "responses": [OK["response_2"]]}).json()
+    assert ranked["scheme"] == "pointwise" and ranked["head_rewards"] == pytest.approx([expected[1]], abs=1e-4)
+
+    monkeypatch.setenv("REFLECTRM_URL", url)
+    one = verl.compute_score("x", OK["response_2"], None, {"prompt": OK["prompt"]})
+    assert (
+        one["no_reference"] == 1.0 and not one["error"] and float(one) == pytest.approx(ranked["rewards"][0], abs=1e-4)
+    )
+    rewards = trl.reward_func(prompts=[OK["prompt"]], completions=[OK["response_2"]])
+    assert rewards[0] == pytest.approx(ranked["rewards"][0], abs=1e-4)  # one completion, no reference: pointwise
+
+
+def test_a_critic_app_on_a_model_with_no_head_fails_at_deploy_with_the_fix():
+    from serve.app import build_app
+
+    with pytest.raises(FileNotFoundError, match="no reward head .* recipe=critic_rm"):
+        build_app({**ARGS, "judge": {"method": "critic_rm", "mode": "greedy"}})
