@@ -44,7 +44,8 @@ def post(url, path, body, **kw):
 
 
 def test_health_models_and_openapi(url):
-    assert httpx.get(url + "/healthz").json() == {"status": "ok", "model": "tiny-random"}
+    health = {"status": "ok", "model": "tiny-random", "method": "reflectrm", "pointwise": False}
+    assert httpx.get(url + "/healthz").json() == health
     assert httpx.get(url + "/v1/models").json()["data"][0]["id"] == "tiny-random"
     paths = httpx.get(url + "/openapi.json").json()["paths"]
     assert {
