@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 VLLM   ?= 1
 PIP    := $(PY) -m pip install -q --disable-pip-version-check
 
-.PHONY: setup vllm run test test-fast bench clean
+.PHONY: setup vllm clients-env run test test-fast bench clean
 
 setup: $(STAMP)
 
@@ -42,11 +42,25 @@ vllm:
 	fi
 	$(PY) -c "import vllm; print('vllm', vllm.__version__)"
 
+# verl 0.9.1 in an environment of its own (it pins transformers < 5.11; ours is 5.19), for the tests that run
+# verl's own config and reward loop against the service (tests/integration/test_real_verl.py).
+VERL_ENV   := .venv-verl
+VERL_STAMP := $(VERL_ENV)/.installed
+VERL_PIP   := $(VERL_ENV)/bin/python -m pip install -q --disable-pip-version-check
+
+clients-env: $(VERL_STAMP)
+
+$(VERL_STAMP):
+	test -x $(VERL_ENV)/bin/python || $(PYTHON) -m venv $(VERL_ENV)
+	$(VERL_PIP) torch==2.13.0
+	$(VERL_PIP) torch==2.13.0 verl==0.9.1 httpx==0.28.1
+	touch $(VERL_STAMP)
+
 run: setup
 	$(PY) -m jobs.main --config jobs/configs/main.yaml
 
 # One formatter over the tree (ruff format, 120 columns; pyproject.toml), checked before the tests.
-test: setup
+test: setup clients-env
 	$(PY) -m ruff format --check --quiet . || (echo "run: $(PY) -m ruff format ." && exit 1)
 	$(PY) -m pytest
 
@@ -58,4 +72,4 @@ bench: setup
 	$(PY) -m benchmarks.engine_and_method
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) $(VERL_ENV) runs .pytest_cache

@@ -12,9 +12,11 @@ pairs (no response shared with training) and its trained ReflectRM judge (the un
 2. rm_r1       RM-R1's stage 2: GRPO with its reward on the same training pairs in both orders, at the unified
                arm's budget (steps, prompts, rollouts, lr, LoRA: jobs/configs/grpo_small.yaml); --r1-tokens
                to write its rubric
-3. critiques   Critic-RM's generate-and-filter (jobs.build_critiques) with the base model on the training pairs
-4. critic      recipe=critic_rm on the kept items: the same steps, the same pairs a step, LoRA + the head
-5. evaluate    --pairs held-out pairs (seeded, label-balanced), both orders, each method its own run (its own
+3. critic_warm Critic-RM's warm start: recipe=critic_rm for the same steps on the same synthetic pairs, each
+               response with its checkable critique and score (the format, as the others' warm starts teach theirs)
+4. critiques   Critic-RM's generate-and-filter (jobs.build_critiques) with that warm start on the training pairs
+5. critic      recipe=critic_rm on the kept items: the same steps, the same pairs a step, LoRA + the head
+6. evaluate    --pairs held-out pairs (seeded, label-balanced), both orders, each method its own run (its own
                seconds): ReflectRM greedy / majority@n / reflect, RM-R1 greedy / majority@n, Critic-RM m=1 / m=4
 
 The report: both-order accuracy, consistency, position preference and valid rate with 95% Wilson intervals,
@@ -128,20 +130,31 @@ def main() -> None:
     )  # fmt: skip
     models["rm_r1"] = stage(work, f"rm_r1_{args.steps}", seconds, lambda: run(train, r1))["export"]
 
+    warm_items = stage(work, "critic_warm_data", seconds, lambda: critic_warm_items(work, args.warm_steps))
+    critic_yaml = load_config(TrainConfig, CONFIGS / "critic_rm.yaml")
+    cw = dataclasses.replace(
+        critic_yaml, model=ModelConfig(name=args.base), max_steps=args.warm_steps, ray=ray, checkpoint_every=0,
+        data=DataConfig(format="mix", path=warm_items, held_out=0), optim=dataclasses.replace(critic_yaml.optim, lr=6e-5),
+        trainer=dataclasses.replace(critic_yaml.trainer, cpus_per_worker=1, threads=cpus), output=str(work / "critic_warm"),
+    )  # fmt: skip
+    critic_base = stage(work, "critic_warm", seconds, lambda: run(train, cw)["export"])
     bc = BuildCritiquesConfig(
-        model=ModelConfig(name=args.base), data=DataConfig(format="canonical", path=inputs["train"], held_out=0),
+        model=ModelConfig(name=critic_base), data=DataConfig(format="canonical", path=inputs["train"], held_out=0),
         critic=CriticFilter(k=args.k), ray=ray, output=str(work / "critiques"),
         sampling=SamplingSection(temperature=1.0, max_new_tokens=args.critique_tokens, seed=0),
     )  # fmt: skip
     report["critiques"] = stage(work, "critiques", seconds, lambda: run(build_critiques, bc))
-    critic_yaml = load_config(TrainConfig, CONFIGS / "critic_rm.yaml")
     critic = dataclasses.replace(
-        critic_yaml, model=ModelConfig(name=args.base), max_steps=args.steps, ray=ray, checkpoint_every=2,
+        critic_yaml, model=ModelConfig(name=critic_base), max_steps=args.steps, ray=ray, checkpoint_every=2,
         data=DataConfig(format="mix", path=str(work / "critiques" / "critic.parquet"), held_out=0),
         trainer=dataclasses.replace(trainer, finetune="lora", lora=small.trainer.lora, micro_batch=2 * args.prompts),
         optim=dataclasses.replace(critic_yaml.optim, lr=args.lr), output=str(work / "critic"),
     )  # fmt: skip
-    models["critic_rm"] = stage(work, f"critic_{args.steps}", seconds, lambda: run(train, critic))["export"]
+    if report["critiques"]["items"]:
+        models["critic_rm"] = stage(work, f"critic_{args.steps}", seconds, lambda: run(train, critic))["export"]
+    else:  # said in the report and the table: nothing to train on, so Critic-RM is judged at its warm start
+        models["critic_rm"] = critic_base
+        report["critic_note"] = "generate-and-filter kept no item: Critic-RM is evaluated at its warm start"
     report["trained"] = dict(models)
 
     held = (f"held=canonical:{inputs['held']}",)
@@ -166,6 +179,20 @@ def main() -> None:
     report["total_hours"] = round(sum(seconds.values()) / 3600, 2)
     write_report(report, args.output)
     print("\n" + markdown(report))
+
+
+def critic_warm_items(work: Path, steps: int) -> str:
+    """Critic-RM's warm start data: the warm start's synthetic pairs (seed 0, as ReflectRM's and RM-R1's), each
+    response with its checkable critique and score (reflectrm.data.synthetic.target_critique)."""
+    from reflectrm.data.items import Critique, TrainingItem, write_items
+    from reflectrm.data.synthetic import synthetic_pairs, target_critique
+    from reflectrm.training.warm_start import warm_start_pairs
+
+    pairs = synthetic_pairs(warm_start_pairs(steps), seed=0)
+    items = [TrainingItem.critic(p, Critique(*target_critique(p, 1)), Critique(*target_critique(p, 2))) for p in pairs]
+    path = work / "critic_warm.parquet"
+    write_items(items, path)
+    return str(path)
 
 
 def argparse_ns(args: Any) -> Any:
@@ -210,6 +237,7 @@ def markdown(report: dict[str, Any]) -> str:
                 ["method", "pairs", "accuracy difference [95%]", "consistent only this / only reference", "p"], paired
             ),
             "",
+            report.get("critic_note", ""),
             f"Total: {report.get('total_hours')} h on {report['settings']['cpus']} CPUs.",
         ]
     )

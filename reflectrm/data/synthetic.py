@@ -258,3 +258,15 @@ def target_analysis(pair: PreferencePair) -> str:
             f"Response {k} {_fact(category, params, text)}, so it {'follows' if ok else 'does not follow'} the instruction."
         )
     return " ".join(parts)
+
+
+def target_critique(pair: PreferencePair, k: int) -> tuple[str, int]:
+    """A checkable critique of response k of a synthetic pair, and its score (8 if it complies, else 3): the
+    Critic-RM counterpart of `target_analysis` (a warm start in the critique format)."""
+    category, params = pair.metadata["category"], pair.metadata["params"]
+    text = pair.response_1 if k == 1 else pair.response_2
+    ok = complies(category, params, text)
+    return (
+        f"The response {_fact(category, params, text)}, so it {'follows' if ok else 'does not follow'} the instruction.",
+        (8 if ok else 3),
+    )

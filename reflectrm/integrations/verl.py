@@ -1,8 +1,10 @@
-"""verl custom reward: `custom_reward_function.path` = this file, and `name` one of
+"""verl custom reward: `reward.custom_reward_function.path` = this file (verl 0.9; older verl: the top-level
+`custom_reward_function.path`), and `name` one of
 
-    compute_score         sync, one sample (verl's naive / reward-loop managers, and the legacy `prime`)
-    compute_score_async   the same, awaitable (the reward loop awaits coroutine functions)
-    compute_score_batch   lists in, a list of floats out (the legacy `batch` manager)
+    compute_score         sync, one sample (verl 0.9's reward loop: naive, dapo, rate_limited, remote; older
+                          verl's naive and prime)
+    compute_score_async   the same, awaitable (verl 0.9's reward loop awaits coroutine functions)
+    compute_score_batch   lists in, a list of floats out (older verl's `batch` manager; verl 0.9 has none)
 
 The judge compares the policy's response with the reference answer (`ground_truth`, from the dataset's
 `reward_model.ground_truth`): reward = 2 * P(response better) - 1, in [-1, 1]. With no reference, the

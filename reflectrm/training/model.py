@@ -42,9 +42,12 @@ def build_model(cfg: LoopConfig, device: str) -> tuple[HFEngine, torch.nn.Module
     if t.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if cfg.recipe == "critic_rm":  # the LM (LoRA or full) and a trainable reward head, as one module
-        from reflectrm.training.critic import CriticLM
+        from reflectrm.models import resolve_model
+        from reflectrm.training.critic import HEAD_FILE, CriticLM, load_reward_head
 
-        model = CriticLM(model).to(device)
+        folder = resolve_model(cfg.model.name)  # a Critic-RM export goes on with its own head
+        head = load_reward_head(folder, model.config.hidden_size) if (folder / HEAD_FILE).is_file() else None
+        model = CriticLM(model, head).to(device)
     model.train()
     ref = None
     if cfg.recipe in ("grpo", "rft") and cfg.grpo.kl_coef:

@@ -146,3 +146,18 @@ def test_reflectrm_judge_runs_critic_rm_and_build_data_refuses_it(tmp_path, capf
     ScoreConfig(judge=JudgeConfig(method="critic_rm", mode="greedy"))  # the scoring jobs host it (integration)
     with pytest.raises(ConfigError, match="Critic-RM's data is its generate-and-filter"):
         BuildDataConfig(judge=JudgeConfig(method="critic_rm", mode="greedy"))
+
+
+def test_a_critic_run_from_a_critic_export_goes_on_with_its_head(tmp_path):
+    import dataclasses
+
+    from reflectrm.config import ModelConfig
+
+    cfg = config(max_steps=1, checkpoint_every=0, eval_every=0)
+    train_worker(cfg, LocalSession(items(2), 2, tmp_path / "run"), steps_per_epoch=1, held_out=[])
+    final = tmp_path / "run" / "final"
+    saved = load_reward_head(final, json.loads((final / "config.json").read_text())["hidden_size"])
+    worker = Worker.build(dataclasses.replace(cfg, model=ModelConfig(name=str(final))))
+    assert torch.equal(worker.strategy.module.reward_head.weight.detach(), saved.weight)
+    fresh = Worker.build(cfg)  # a plain model starts with a new head
+    assert not torch.equal(fresh.strategy.module.reward_head.weight.detach(), saved.weight)
