@@ -43,7 +43,7 @@ vllm:
 	$(PY) -c "import vllm; print('vllm', vllm.__version__)"
 
 # verl 0.9.1 in an environment of its own (it pins transformers < 5.11; ours is 5.19), for the tests that run
-# verl's own config and reward loop against the service (tests/integration/test_real_verl.py).
+# verl's own config and reward loop against the service (tests/integration/test_clients.py).
 VERL_ENV   := .venv-verl
 VERL_STAMP := $(VERL_ENV)/.installed
 VERL_PIP   := $(VERL_ENV)/bin/python -m pip install -q --disable-pip-version-check

@@ -1,4 +1,4 @@
-"""Run in verl 0.9.1's own environment (make clients-env: .venv-verl), by tests/integration/test_real_verl.py:
+"""Run in verl 0.9.1's own environment (make clients-env: .venv-verl), by tests/integration/test_clients.py:
 the verl block of docs/serving.md as verl's trainer reads it, through verl's own code.
 
     .venv-verl/bin/python tests/clients/verl_reward_loop.py OVERRIDES_JSON TOKENIZER_DIR

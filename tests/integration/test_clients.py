@@ -2,18 +2,22 @@
 replayed as that client sends it (../shared/docs/protocols.md), and what that client then reads checked:
 the openai SDK (JudgeBench's and RewardBench's requests, stream, logprobs, completions), OpenRLHF (URL
 mode, and file mode loaded the way OpenRLHF loads it, auth off and on), verl (sync, async, batch; gsm8k-
-and math-style extra_info), TRL (sync and async, with a failing row), and group-wise rewards (/v1/rank,
-/get_reward groups). The auth-and-groups test runs on its own app beside the module's (a fixture)."""
+and math-style extra_info; and verl 0.9.1's own config and reward loop in its environment), TRL (sync and async,
+with a failing row), and group-wise rewards (/v1/rank, /get_reward groups). The auth-and-groups test runs on its own app beside the module's (a fixture)."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
 import json
+import os
+import re
+import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from reflectrm.models import load_tokenizer, render_chat, resolve_model
 from reflectrm.records import Message
@@ -313,3 +317,59 @@ def test_with_auth_and_groups_every_client_still_works(groups_url, url, monkeypa
         monkeypatch.delenv("REFLECTRM_API_TOKEN", raising=False)
     body = json.loads(httpx.get(plain + "/healthz").text)
     assert body["status"] == "ok"
+
+
+# --------------------------------------------------------------------------- verl 0.9.1's own code
+# docs/serving.md's verl block, read from the doc, composed into verl's trainer config by Hydra as
+# verl.trainer.main_ppo does, and scored by verl's reward loop (tests/clients/verl_reward_loop.py), in verl's own
+# environment .venv-verl (make clients-env: verl pins transformers < 5.11, we use 5.19).
+
+VERL_PY = ROOT / ".venv-verl" / "bin" / "python"
+VERL_FILE = str(ROOT / "reflectrm" / "integrations" / "verl.py")
+
+
+def doc_block() -> dict:
+    """The YAML block under docs/serving.md's "**verl 0.9**" paragraph, as a user copies it."""
+    text = (ROOT / "docs" / "serving.md").read_text()
+    after = text[text.index("**verl 0.9**") :]
+    block = re.search(r"\n\n((?:    .*\n)+)", after).group(1)
+    return yaml.safe_load("\n".join(line[4:] for line in block.splitlines()))
+
+
+def dotted(tree: dict, prefix: str = "") -> list[str]:
+    out = []
+    for k, v in tree.items():
+        out += dotted(v, f"{prefix}{k}.") if isinstance(v, dict) else [f"{prefix}{k}={v}"]
+    return out
+
+
+def run_verl(url: str, overrides: list[str]) -> dict:
+    assert VERL_PY.is_file(), "verl's environment is missing: make clients-env (make test builds it)"
+    env = {**os.environ, "REFLECTRM_URL": url, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    out = subprocess.run(
+        [str(VERL_PY), str(ROOT / "tests" / "clients" / "verl_reward_loop.py"), json.dumps(overrides),
+         str(resolve_model("tiny-random"))],
+        capture_output=True, text=True, env=env, timeout=240, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_the_doc_block_runs_in_verl_0_9_reward_loop(url):
+    block = doc_block()
+    assert block["reward"]["custom_reward_function"]["path"] == "/path/to/reflectrm/integrations/verl.py"
+    block["reward"]["custom_reward_function"]["path"] = VERL_FILE  # the one line a user edits
+    got = run_verl(url, dotted(block))
+    assert got["verl"] == "0.9.1" and got["manager"] == "naive" and got["manager_class"] == "NaiveRewardManager"
+    with_ref, without = got["results"]
+    info = with_ref["reward_extra_info"]
+    assert info["error"] == "" and info["no_reference"] == 0.0 and -1.0 <= with_ref["reward_score"] <= 1.0
+    assert with_ref["reward_score"] == pytest.approx(2 * info["prob_better"] - 1)  # 2 P(better) - 1, from /v1/judge
+    assert without["reward_score"] == 0.0 and without["reward_extra_info"]["no_reference"] == 1.0
+
+
+def test_verl_0_9_ignores_the_old_top_level_block_and_has_no_batch_manager(url):
+    old = run_verl(url, [f"custom_reward_function.path={VERL_FILE}", "custom_reward_function.name=compute_score"])
+    assert old == {"error": "verl found no custom reward function in this config"}
+    batch = [f"reward.custom_reward_function.path={VERL_FILE}", "reward.reward_manager.name=batch"]
+    assert "Unknown reward manager: batch" in run_verl(url, batch)["error"]
