@@ -74,8 +74,12 @@ class IngressCore:
         """One call to a deployment. A full queue is a 503 with Retry-After; a replica that dies mid-call is
         retried once (Serve routes it to a live replica, or waits for the restarted one), then a 503."""
         for attempt in (1, 2):
+            response = call()
             try:
-                return await call()
+                return await response
+            except asyncio.CancelledError:  # our caller is gone (the deadline): the replica's call stops too
+                response.cancel()
+                raise
             except BackPressureError as err:
                 self.m_rejected.inc(tags={"stage": stage})
                 retry = max(1, round(getattr(err, "retry_after_s", None) or 1))

@@ -5,7 +5,9 @@
   different clients and of both stages share the running batch;
 - static (`@serve.batch`; the HF engine): concurrent calls are gathered into one engine call.
 
-A prompt over the limit comes back as the typed PromptTooLongError, raised to the caller of
+A cancelled call (the ingress's deadline, a client that disconnects) stops its engine work: vLLM aborts it, the
+HF engine drops its rows from the running batch (`HFEngine.cancel`). A prompt over the limit comes back as the
+typed PromptTooLongError, raised to the caller of
 `generate` (Ray re-raises it there as an instance of the same class). `affinity` is read by the
 router (serve/routing.py), not here. Per-stage metrics on Ray's Prometheus endpoint: queue length,
 running batch size, generated tokens (a counter and tokens/s), prefix-cache hit rate.
@@ -14,6 +16,7 @@ running batch size, generated tokens (a counter and tokens/s), prefix-cache hit 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from typing import Any
@@ -25,6 +28,7 @@ from reflectrm.config import ModelConfig
 from reflectrm.engines.base import Generation, GenerationRequest, PromptTooLongError, generate_each
 from serve.schemas import StageArgs
 
+log = logging.getLogger("ray.serve")
 WINDOW_S = 5.0  # tokens/s and the prefix-cache hit rate are over the last few seconds
 
 
@@ -131,6 +135,10 @@ class EngineStage:
             if self.continuous:
                 return await self.engine.agenerate(request)
             out = await self.generate_batch(request)
+        except asyncio.CancelledError:  # the caller is gone (a deadline, a disconnect): stop its rows (HF engine)
+            stopped = self.engine.cancel(request) if hasattr(self.engine, "cancel") else False
+            log.warning("engine call cancelled by its caller (%s)", "rows dropped" if stopped else "not running yet")
+            raise
         finally:
             self.inside -= 1
         if isinstance(out, PromptTooLongError):

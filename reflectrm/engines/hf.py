@@ -11,15 +11,14 @@ Why our own decode loop instead of `model.generate`:
   confidence measure needs (method.md §4);
 - shared prefixes: prompts of one call that share a long prefix (the 7 reflection prompts of a
   pair share the conversation and both responses) prefill it once, then each its own suffix;
-- finished rows leave the batch, so the batch does not keep decoding padding.
-
-Left padding with explicit position ids; fp32 on CPU, bf16 on GPU; `torch.inference_mode`.
-"""
+- finished rows, and those of a request whose caller is gone (`cancel`), leave the batch at once.
+Left padding with explicit position ids; fp32 on CPU, bf16 on GPU; `torch.inference_mode`."""
 
 from __future__ import annotations
 
 import copy
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -96,6 +95,18 @@ class HFEngine:
             eos_ids.add(tokenizer.eos_token_id)
         self.eos_ids = eos_ids
         self.pad_id = tokenizer.pad_token_id
+        self._lock = threading.Lock()
+        self._running: set[int] = set()  # id() of the requests in a generate() call now
+        self._cancelled: set[int] = set()  # ...of those whose caller has gone (cancel)
+
+    def cancel(self, request: GenerationRequest) -> bool:
+        """Stop decoding `request` (its caller is gone): its rows leave the batch at the next token, a chunk of
+        cancelled requests is skipped. Thread-safe; False (nothing kept) when it is not being generated."""
+        with self._lock:
+            if id(request) not in self._running:
+                return False
+            self._cancelled.add(id(request))
+            return True
 
     @classmethod
     def from_config(cls, cfg: ModelConfig, **kwargs: Any) -> HFEngine:
@@ -144,6 +155,17 @@ class HFEngine:
         return await generate_alone(self, request)
 
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        keys = {id(r) for r in requests}
+        with self._lock:
+            self._running |= keys
+        try:
+            return self._generate(requests)
+        finally:
+            with self._lock:
+                self._running -= keys
+                self._cancelled -= keys
+
+    def _generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         encoded = []
         for req in requests:
             ids = self.prompt_ids(req)
@@ -154,7 +176,7 @@ class HFEngine:
         if choosing:  # one prefill each, no decoding; the rest decode as usual
             chosen = dict(zip(choosing, self._pick([requests[i] for i in choosing], [encoded[i] for i in choosing])))
             rest = [i for i in range(len(requests)) if i not in chosen]
-            decoded = dict(zip(rest, self.generate([requests[i] for i in rest]) if rest else []))
+            decoded = dict(zip(rest, self._generate([requests[i] for i in rest]) if rest else []))
             return [chosen[i] if i in chosen else decoded[i] for i in range(len(requests))]
         results: list[list[_Row]] = [[] for _ in requests]
         # Prompts that share a long prefix stay together (so the prefix is prefilled once per chunk);
@@ -223,6 +245,8 @@ class HFEngine:
         results: list[list[_Row]],
     ) -> None:
         dev = self.device
+        if all(id(requests[i]) in self._cancelled for i in chunk):  # every caller of this chunk is gone
+            return
         # Rows: one per (request, sample).
         rows: list[_Row] = []
         for i in chunk:
@@ -263,6 +287,9 @@ class HFEngine:
             keep = []
             for j, a in enumerate(active):
                 row, tok = rows[a], int(tokens[j])
+                if id(requests[row.req]) in self._cancelled:  # its caller is gone: leave the batch
+                    row.finish = "length"
+                    continue
                 row.ids.append(tok)
                 row.logprobs.append(logp[j])
                 if top is not None and params[a].top_logprobs:
@@ -369,6 +396,4 @@ class HFEngine:
 
 
 def _sample_seed(seed: int | None, k: int) -> int:
-    if seed is None:
-        return int.from_bytes(os.urandom(4), "little")
-    return (seed * 1_000_003 + k) & 0x7FFFFFFFFFFF
+    return int.from_bytes(os.urandom(4), "little") if seed is None else (seed * 1_000_003 + k) & 0x7FFFFFFFFFFF

@@ -399,6 +399,13 @@ def deadline_url(url):
 
 
 @pytest.fixture
+def short_deadline_url(url):
+    args = {**ARGS, "request_deadline_s": 2.0, "max_n": 16, "max_new_tokens_cap": 1024}
+    with variant(url, "short", args) as u:
+        yield u
+
+
+@pytest.fixture
 def full_queue_url(url):
     stage1 = {**ARGS["stage1"], "max_ongoing_requests": 1, "max_queued_requests": 1}
     with variant(url, "full", {**ARGS, "max_concurrent_requests": 12, "stage1": stage1}) as u:
@@ -442,6 +449,18 @@ def test_deadline_gives_504_on_judge_and_a_timeout_flag_on_get_reward(deadline_u
     assert reward.json()["scores"] == [0.5, 0.5] and reward.json()["extra_logs"]["timeout"] == [1.0, 1.0]
     chat = post(url, "/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}]})
     assert chat.status_code == 504, chat.text
+
+
+def test_a_request_past_its_deadline_stops_costing_on_the_hf_engine(short_deadline_url):
+    """The HF engine drops a timed-out request's rows from its running batch (HFEngine.cancel), so the next
+    request is answered within its own deadline instead of waiting behind abandoned work."""
+    url = short_deadline_url
+    t0 = time.perf_counter()
+    heavy = post(url, "/v1/judge", {**OK, "mode": "reflect", "n": 16, "max_new_tokens": 1024})
+    assert heavy.status_code == 504, heavy.text
+    waited = time.perf_counter() - t0
+    light = post(url, "/v1/judge", {**OK, "mode": "greedy", "max_new_tokens": 1})
+    assert light.status_code == 200, f"{light.status_code} after a 504 at {waited:.1f} s: {light.text}"
 
 
 def test_full_queues_answer_503_with_retry_after(full_queue_url):

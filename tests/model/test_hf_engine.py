@@ -170,3 +170,27 @@ def test_choices_read_the_next_token_after_the_assistant_prefix(tiny_engine):
     plain = GenerationRequest(msgs, SamplingParams(max_new_tokens=3, temperature=0.0))
     a, b = tiny_engine.generate([plain, req])
     assert a.completions[0].text == tiny_engine.generate([plain])[0].completions[0].text and b == gen
+
+
+def test_cancel_drops_a_request_from_the_running_batch_and_keeps_the_others(tiny_engine):
+    """A request whose caller is gone (the service's deadline) stops decoding at the next token; the other
+    request of the same call decodes to its end; nothing is kept after the call."""
+    import threading
+    import time
+
+    def request(tokens: int) -> GenerationRequest:
+        return GenerationRequest(SHORT, SamplingParams(n=2, temperature=0.0, max_new_tokens=tokens))
+
+    full = tiny_engine.generate([request(300)])[0]  # greedy tiny-random: no end-of-sequence before 300 tokens
+    assert [c.finish_reason for c in full.completions] == ["length", "length"]
+    assert not tiny_engine.cancel(request(300))  # not being generated: nothing to stop, nothing kept
+    doomed, other, out = request(300), request(300), {}
+    worker = threading.Thread(target=lambda: out.update(gens=tiny_engine.generate([doomed, other])))
+    worker.start()
+    while not tiny_engine.cancel(doomed):  # True once the call is running
+        time.sleep(0.005)
+    worker.join()
+    cut, kept = out["gens"]
+    assert all(len(c.token_ids) < 300 for c in cut.completions)
+    assert [c.token_ids for c in kept.completions] == [c.token_ids for c in full.completions]
+    assert not tiny_engine._cancelled and not tiny_engine._running
