@@ -7,7 +7,7 @@ one response, and a scalar reward head reads the hidden state at the critique's 
 
 lam_t moves from `critic.lambda_start` to `critic.lambda_end` over the run (the paper's "dynamic weight
 scheduling" is not public: ours is a linear, cosine or constant schedule, a setting). The head is saved beside
-the exported weights as `reward_head.safetensors` and loaded with them (`load_reward_head`).
+the exported weights as `reward_head/head.safetensors` and loaded with them (`load_reward_head`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-HEAD_FILE = "reward_head.safetensors"
+# In a folder of its own: vLLM (and other loaders) read every top-level *.safetensors of a model as its weights
+HEAD_FILE = "reward_head/head.safetensors"
 
 
 class CriticLM(torch.nn.Module):
@@ -96,11 +97,12 @@ def critic_terms(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tens
 
 
 def save_reward_head(state: dict[str, torch.Tensor], folder: Path, meta: dict[str, Any]) -> None:
-    """The head's weights (safetensors) and what it reads (reward_head.json) beside an exported model."""
+    """The head's weights (safetensors) and what it reads (head.json) in reward_head/ beside an exported model."""
     from safetensors.torch import save_file
 
+    (folder / HEAD_FILE).parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous().float() for k, v in state.items()}, str(folder / HEAD_FILE))
-    (folder / "reward_head.json").write_text(json.dumps(meta, indent=2))
+    (folder / HEAD_FILE).with_suffix(".json").write_text(json.dumps(meta, indent=2))
 
 
 def load_reward_head(folder: str | Path, hidden_size: int) -> torch.nn.Linear:

@@ -89,6 +89,8 @@ def test_a_critic_run_exports_the_model_and_its_head(tmp_path):
     assert [m["step"] for m in metrics] == [1, 2] and all("bt_loss" in m and "eval_accuracy" not in m for m in metrics)
     final = tmp_path / "run" / "final"
     assert last["export"] == str(final) and (final / HEAD_FILE).is_file() and (final / "adapter").is_dir()
+    # vLLM loads every top-level *.safetensors as model weights: the head must not be one of them
+    assert [p.name for p in final.glob("*.safetensors")] == ["model.safetensors"]
     hidden = json.loads((final / "config.json").read_text())["hidden_size"]
     assert load_reward_head(final, hidden).weight.shape == (1, hidden)
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from reflectrm.training.critic import HEAD_FILE
 from tests.helpers import write_toy_critic, write_toy_mix
 
 pytestmark = pytest.mark.timeout(600)
@@ -162,10 +163,10 @@ def test_critic_rm_gives_the_same_losses_and_head_under_each_strategy(runs):
 
     ddp = metrics(runs / "ddp" / "critic")
     assert [m["step"] for m in ddp] == [1, 2] and all(m["bt_loss"] > 0 and m["lm_loss"] > 0 for m in ddp)
-    head = load_file(str(runs / "ddp" / "critic" / "final" / "reward_head.safetensors"))
+    head = load_file(str(runs / "ddp" / "critic" / "final" / HEAD_FILE))
     for name in ("fsdp2", "zero2", "zero3"):
         other = metrics(runs / name / "critic")
         for key in ("loss", "lm_loss", "bt_loss", "reward_margin", "grad_norm"):
             assert [m[key] for m in other] == pytest.approx([m[key] for m in ddp], rel=1e-4, abs=1e-6), (name, key)
-        theirs = load_file(str(runs / name / "critic" / "final" / "reward_head.safetensors"))
+        theirs = load_file(str(runs / name / "critic" / "final" / HEAD_FILE))
         assert all(torch.allclose(theirs[k], head[k], atol=1e-5) for k in head), name
