@@ -60,7 +60,9 @@ run: setup
 	$(PY) -m jobs.main --config jobs/configs/main.yaml
 
 # One formatter over the tree (ruff format, 120 columns; pyproject.toml), checked before the tests.
-test: setup clients-env
+# The two environments are independent: built side by side (their downloads overlap).
+test:
+	$(MAKE) --no-print-directory -j2 setup clients-env
 	$(PY) -m ruff format --check --quiet . || (echo "run: $(PY) -m ruff format ." && exit 1)
 	$(PY) -m pytest
 
