@@ -20,7 +20,7 @@ pairs (no response shared with training) and its trained ReflectRM judge (the un
                seconds): ReflectRM greedy / majority@n / reflect, RM-R1 greedy / majority@n, Critic-RM m=1 / m=4
 
 The report: both-order accuracy, consistency, position preference and valid rate with 95% Wilson intervals,
-generated tokens and seconds per judged item, and each method paired against ReflectRM greedy (difference with a
+generated tokens and seconds per judged item (the run's wall time over its items, engine start included), and each method paired against ReflectRM greedy (difference with a
 paired 95% interval, McNemar on consistency). Written whatever it shows.
 """
 
