@@ -10,8 +10,8 @@ pairs (no response shared with training) and its trained ReflectRM judge (the un
 1. rm_r1_warm  RM-R1's stage 1: the SFT warm start of learning's base run (same base, steps, lr and synthetic
                pairs), its targets in RM-R1's format (method=rm_r1)
 2. rm_r1       RM-R1's stage 2: GRPO with its reward on the same training pairs in both orders, at the unified
-               arm's budget (steps, prompts, rollouts, lr, LoRA: jobs/configs/grpo_small.yaml); --r1-tokens
-               to write its rubric
+               arm's budget (its steps where learning's go/no-go left it, prompts, rollouts, lr, LoRA:
+               jobs/configs/grpo_small.yaml); --r1-tokens to write its rubric
 3. critic_warm Critic-RM's warm start: recipe=critic_rm for the same steps on the same synthetic pairs, each
                response with its checkable critique and score (the format, as the others' warm starts teach theirs)
 4. critiques   Critic-RM's generate-and-filter (jobs.build_critiques) with that warm start on the training pairs
@@ -67,6 +67,7 @@ def learning_inputs(learning: Path) -> dict[str, str]:
         "held": data["eval"]["held"],
         "warm": json.loads(files["warm"].read_text())["result"],
         "reflectrm": json.loads(arms[-1].read_text())["result"]["export"],
+        "reflectrm_steps": int(arms[-1].name.split("_")[-1].split(".")[0]),  # where its go/no-go left it
     }
 
 
@@ -75,7 +76,7 @@ def main() -> None:
     ap.add_argument("--learning", default="runs/bench_learning", help="benchmarks.learning's --workdir")
     ap.add_argument("--base", default="smollm2-135m-instruct")
     ap.add_argument("--warm-steps", type=int, default=15)
-    ap.add_argument("--steps", type=int, default=40, help="training steps of RM-R1's GRPO and of Critic-RM")
+    ap.add_argument("--steps", type=int, help="RM-R1's GRPO and Critic-RM's steps (default: the unified arm's)")
     ap.add_argument("--prompts", type=int, default=8, help="pairs a step (GRPO: in both orders)")
     ap.add_argument("--rollouts", type=int, default=8)
     ap.add_argument("--lr", type=float, default=3e-4, help="learning's picked rate (its report's lr)")
@@ -104,8 +105,9 @@ def main() -> None:
     from reflectrm.data.sources import DataConfig
 
     work = Path(args.workdir).resolve()
-    check_settings(work, argparse_ns(args))
     inputs = learning_inputs(Path(args.learning).resolve())
+    args.steps = args.steps or inputs["reflectrm_steps"]  # the same budget as the ReflectRM judge it is set against
+    check_settings(work, argparse_ns(args))
     cpus = os.cpu_count() or 1
     ray = RayConfig(num_cpus=cpus)
     seconds: dict[str, float] = {}
