@@ -199,9 +199,12 @@ class IngressCore:
             return critique_prompt(pair.context, longer, self.args.prompt)
         return method_for(self.args.judge.method).prompt(pair, self.args.prompt)
 
-    async def _critic(self, context: tuple[Message, ...], responses: list[str], mode: Mode, cfg: JudgeConfig) -> Any:
-        """Critic-RM: each response scored alone (m critiques by mode, each read by the head): a Scored each."""
-        m, key = critiques_per_response(mode, cfg.n), routing.AFFINITY_KEY.get()
+    async def _critic(
+        self, context: tuple[Message, ...], responses: list[str], mode: Mode, cfg: JudgeConfig, key: str = ""
+    ) -> Any:
+        """Critic-RM: each response scored alone (m critiques by mode, each read by the head): a Scored each.
+        `key` seeds the sampled critiques with the response's text (the library's: a pair's id)."""
+        m = critiques_per_response(mode, cfg.n)
         try:
             return await self._remote(
                 lambda: self.stage1.score.remote(context, responses, key, m, cfg.max_new_tokens, cfg.seed), "critic"
@@ -212,7 +215,7 @@ class IngressCore:
 
     async def _critic_pair(self, pair: PreferencePair, mode: Mode, cfg: JudgeConfig) -> Any:
         """Critic-RM on a pair: the two responses' rewards, compared (the higher preferred, score sigmoid(r1 - r2))."""
-        s1, s2 = await self._critic(pair.context, [pair.response_1, pair.response_2], mode, cfg)
+        s1, s2 = await self._critic(pair.context, [pair.response_1, pair.response_2], mode, cfg, pair.id)
         return compare(s1, s2, pair.id, critiques_per_response(mode, cfg.n))
 
     async def _judge(self, pair: PreferencePair, mode: Mode, cfg: JudgeConfig) -> JudgeResult:

@@ -36,7 +36,6 @@ class CriticStage:
         m: int,
         max_new_tokens: int | None = None,
         seed: int | None = None,
-        affinity: str = "",
     ) -> list[Any]:
         """Each response's Scored (reward, critiques, usage); PromptTooLongError when a prompt is over the limit."""
         async with self.lock:

@@ -135,9 +135,9 @@ class EngineStage:
             if self.continuous:
                 return await self.engine.agenerate(request)
             out = await self.generate_batch(request)
-        except asyncio.CancelledError:  # the caller is gone (a deadline, a disconnect): stop its rows (HF engine)
-            stopped = self.engine.cancel(request) if hasattr(self.engine, "cancel") else False
-            log.warning("engine call cancelled by its caller (%s)", "rows dropped" if stopped else "not running yet")
+        except asyncio.CancelledError:  # the caller is gone (a deadline): vLLM's agenerate aborts; HF drops its rows
+            if not self.continuous and hasattr(self.engine, "cancel") and self.engine.cancel(request):
+                log.warning("engine call cancelled by its caller (rows dropped)")
             raise
         finally:
             self.inside -= 1

@@ -250,23 +250,20 @@ def _fact(category: str, params: dict[str, Any], text: str) -> str:
 
 def target_analysis(pair: PreferencePair) -> str:
     """A short, checkable analysis of a synthetic pair, from the checker's own facts (SFT targets)."""
-    category, params = pair.metadata["category"], pair.metadata["params"]
-    parts = []
-    for k, text in ((1, pair.response_1), (2, pair.response_2)):
-        ok = complies(category, params, text)
-        parts.append(
-            f"Response {k} {_fact(category, params, text)}, so it {'follows' if ok else 'does not follow'} the instruction."
-        )
-    return " ".join(parts)
+    return " ".join(f"Response {k} {_checked(pair, k)[0]}" for k in (1, 2))
 
 
 def target_critique(pair: PreferencePair, k: int) -> tuple[str, int]:
     """A checkable critique of response k of a synthetic pair, and its score (8 if it complies, else 3): the
     Critic-RM counterpart of `target_analysis` (a warm start in the critique format)."""
+    fact, ok = _checked(pair, k)
+    return f"The response {fact}", (8 if ok else 3)
+
+
+def _checked(pair: PreferencePair, k: int) -> tuple[str, bool]:
+    """What the checker found in response k ("has 6 words (...), so it follows the instruction.") and whether it
+    complies: the one sentence both SFT targets are built from."""
     category, params = pair.metadata["category"], pair.metadata["params"]
     text = pair.response_1 if k == 1 else pair.response_2
     ok = complies(category, params, text)
-    return (
-        f"The response {_fact(category, params, text)}, so it {'follows' if ok else 'does not follow'} the instruction.",
-        (8 if ok else 3),
-    )
+    return f"{_fact(category, params, text)}, so it {'follows' if ok else 'does not follow'} the instruction.", ok
